@@ -1,0 +1,57 @@
+"""Atomic file writes: write to a temporary name in the same folder, then rename.
+
+A reader never sees a half-written file under the final name, even if the writer is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def temp_path_for(path: str | os.PathLike) -> Path:
+    """A unique temporary name beside `path`, recognisable by its `.tmp` suffix."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is renamed to `path`, on error removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any):
+    """open() for writing whose result appears under `path` only when the block completes."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        json.dump(obj, handle, indent=indent, sort_keys=False)
+        handle.write("\n")
