@@ -1,0 +1,309 @@
+"""One config dataclass tree (data, model, loss, train, output_dir), loaded from JSON and validated.
+
+Unknown keys and wrong types are user errors naming the key and the file. `--override key=value`
+strings are typed by the field they set. The resolved config is written next to every output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+from fashion_tf.errors import UserError
+from fashion_tf.fileio import write_json_atomic
+
+AUGMENTATIONS = ("crop", "flip", "rotate", "color", "randaugment", "mixup")
+
+
+@dataclass
+class DataConfig:
+    tfrecords: str = "tfrecords"  # shard folder written by make_tfrecords (holds label_map.json)
+    image_size: int = 224
+    batch_size: int = 64  # per replica; the global batch is this times the number of replicas
+    train_split: str = "train"
+    val_split: str = "validation"
+    shuffle_buffer: int = 2048
+    cache: bool = False  # cache decoded records in memory (small sets only)
+    deterministic: bool = False
+    prefetch: Optional[int] = None  # None: autotune. Model Garden pins it because autotune can OOM at scale.
+    augment: list[str] = field(default_factory=lambda: ["crop", "flip", "color"])
+    crop_min_area: float = 0.25
+    rotate_degrees: float = 10.0
+    color_jitter: float = 0.2
+    randaugment_ops: int = 2
+    randaugment_magnitude: float = 9.0
+    mixup_alpha: float = 0.2
+    balance: str = "none"  # none | rejection: oversample examples carrying rare labels
+    balance_power: float = 0.5  # target sampling weight ~ (1 / label frequency) ** power
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "efficientnet_b0"
+    weights: Optional[str] = "imagenet"  # "imagenet", null (from scratch) or a weights file path
+    head: str = "sigmoid"  # sigmoid (multi-label) | softmax (one class per image)
+    pooling: str = "avg"  # avg | max
+    dropout: float = 0.2
+    dense_units: int = 0  # 0: no extra dense layer before the output
+    width: int = 32  # small_cnn only: channels of the first stage
+
+
+@dataclass
+class LossConfig:
+    name: str = "focal"  # focal | bce | asl
+    gamma: float = 2.0
+    alpha: Optional[Union[float, str]] = 0.25  # scalar, "inverse_frequency" or null (focal)
+    pos_weight: Optional[Union[float, str]] = None  # scalar, "inverse_frequency" or null (bce)
+    gamma_pos: float = 0.0  # asl
+    gamma_neg: float = 4.0  # asl
+    clip: float = 0.05  # asl probability margin for negatives
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    learning_rate: float = 1e-3  # at base_batch_size; scaled with the global batch when lr_scaling is linear
+    base_batch_size: int = 64
+    lr_scaling: str = "linear"  # linear | none
+    optimizer: str = "adamw"  # adamw | sgd
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"  # cosine | step | constant (all after warmup)
+    warmup_epochs: float = 1.0
+    step_epochs: int = 10
+    step_factor: float = 0.1
+    freeze_backbone_epochs: int = 0  # epochs training only the head
+    unfreeze: str = "all"  # after the frozen phase: "all" or the number of last backbone layers
+    fine_tune_lr_factor: float = 0.1
+    strategy: str = "auto"  # auto | mirrored | multi_worker | one_device
+    mixed_precision: str = "auto"  # auto | float16 | bfloat16 | off
+    xla: bool = False
+    early_stopping_patience: int = 0  # 0: off
+    monitor: str = "val_micro_f1"
+    steps_per_epoch: Optional[int] = None  # None: one pass over the training split
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "runs/default"
+
+
+CHOICES = {
+    "data.balance": ("none", "rejection"),
+    "model.head": ("sigmoid", "softmax"),
+    "model.pooling": ("avg", "max"),
+    "loss.name": ("focal", "bce", "asl"),
+    "train.lr_scaling": ("linear", "none"),
+    "train.optimizer": ("adamw", "sgd"),
+    "train.schedule": ("cosine", "step", "constant"),
+    "train.strategy": ("auto", "mirrored", "multi_worker", "one_device"),
+    "train.mixed_precision": ("auto", "float16", "bfloat16", "off"),
+}
+
+
+# ---- typing helpers ---------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return {int: "integer", float: "number", str: "string", bool: "true/false"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _json_type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "true/false", int: "integer", float: "number", str: "string", list: "list", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check `value` against the annotation `tp`; return it (ints widen to float). Raise UserError naming key."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key, source)
+            except UserError:
+                continue
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif origin is list:
+        if isinstance(value, list):
+            (item_type,) = typing.get_args(tp)
+            return [_coerce(item, item_type, f"{key}[{i}]", source) for i, item in enumerate(value)]
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise UserError(f"{source}: {key}: expected {_type_name(tp)}, got {_json_type_name(value)} ({json.dumps(value)})")
+
+
+def _fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _build(cls: type, data: Any, prefix: str, source: str):
+    if not isinstance(data, dict):
+        where = prefix.rstrip(".") or "top level"
+        raise UserError(f"{source}: {where}: expected an object, got {_json_type_name(data)}")
+    known = _fields(cls)
+    for key in data:
+        if key not in known:
+            raise UserError(f"{source}: unknown key '{prefix}{key}' (known: {', '.join(known)})")
+    kwargs = {}
+    for name, (_, tp) in known.items():
+        if name not in data:
+            continue
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data[name], f"{key}.", source)
+        else:
+            kwargs[name] = _coerce(data[name], tp, key, source)
+    return cls(**kwargs)
+
+
+def _validate(config: Config, source: str) -> None:
+    for key, allowed in CHOICES.items():
+        value = get_value(config, key)
+        if value not in allowed:
+            raise UserError(f"{source}: {key}: {value!r} is not one of {', '.join(allowed)}")
+    for name in config.data.augment:
+        if name not in AUGMENTATIONS:
+            raise UserError(f"{source}: data.augment: unknown augmentation {name!r} (known: {', '.join(AUGMENTATIONS)})")
+    positive = ("data.image_size", "data.batch_size", "train.base_batch_size")
+    for key in positive:
+        if get_value(config, key) <= 0:
+            raise UserError(f"{source}: {key}: must be positive, got {get_value(config, key)}")
+    if config.train.epochs < 0:
+        raise UserError(f"{source}: train.epochs: must be >= 0, got {config.train.epochs}")
+    for key in ("loss.alpha", "loss.pos_weight"):
+        value = get_value(config, key)
+        if isinstance(value, str) and value != "inverse_frequency":
+            raise UserError(f"{source}: {key}: expected a number, null or \"inverse_frequency\", got {value!r}")
+    unfreeze = config.train.unfreeze
+    if unfreeze != "all" and not unfreeze.isdigit():
+        raise UserError(f"{source}: train.unfreeze: expected \"all\" or a number of layers, got {unfreeze!r}")
+
+
+# ---- public surface ---------------------------------------------------------------------
+def get_value(config: Config, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'data.image_size=64' -> ('data.image_size', 64), typed by the field it sets.
+
+    Values are read as JSON (numbers, true/false, null, lists); a string field keeps the raw text
+    when the JSON reading does not fit it (output_dir=2024 stays "2024").
+    """
+    if "=" not in text:
+        raise UserError(f"--override {text!r}: expected key=value, e.g. data.image_size=64")
+    key, raw = (part.strip() for part in text.split("=", 1))
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+    field_type = _field_type(key)
+    if value is not None and not isinstance(value, str) and field_type is not None and _admits_str(field_type):
+        try:
+            _coerce(value, field_type, key, "--override")
+        except UserError:
+            return key, raw
+    return key, value
+
+
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    """Set dotted keys in the raw config dict; validation happens in from_dict like for the file."""
+    data = json.loads(json.dumps(data))
+    for text in overrides:
+        key, value = parse_override(text)
+        node, parts = data, key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--override {text!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def _field_type(key: str) -> Any:
+    cls: Any = Config
+    tp = None
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        fields = _fields(cls)
+        if part not in fields:
+            return None
+        tp = fields[part][1]
+        cls = tp
+    return tp
+
+
+def _admits_str(tp: Any) -> bool:
+    if tp is str:
+        return True
+    return typing.get_origin(tp) in (Union, types.UnionType) and any(_admits_str(a) for a in typing.get_args(tp))
+
+
+def from_dict(data: dict, source: str = "<config>") -> Config:
+    config = _build(Config, data, "", source)
+    _validate(config, source)
+    return config
+
+
+def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Config:
+    """Load a JSON config file (or the defaults when path is None) and apply --override strings."""
+    data: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"{path}: config file not found") from None
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    overrides = list(overrides)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source = f"{source} (with --override)"
+    return from_dict(data, source)
+
+
+def to_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config (every key, defaults included) as JSON, atomically."""
+    write_json_atomic(path, to_dict(config))

@@ -1,0 +1,85 @@
+"""The one definition of the TFRecord feature schema; the shard writer and the input pipeline both use it.
+
+Feature names follow TF Model Garden's classification decoder
+(official/vision/dataloaders/classification_input.py), so its readers consume our shards unchanged.
+TensorFlow is imported lazily: the names are usable without it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+ENCODED = "image/encoded"
+FORMAT = "image/format"
+HEIGHT = "image/height"
+WIDTH = "image/width"
+LABEL = "image/class/label"
+SOURCE_ID = "image/source_id"
+SHA256 = "image/key/sha256"
+
+FEATURE_NAMES = (ENCODED, FORMAT, HEIGHT, WIDTH, LABEL, SOURCE_ID, SHA256)
+
+
+def serialize_example(
+    encoded: bytes,
+    image_format: str,
+    height: int,
+    width: int,
+    label_indices: Sequence[int],
+    source_id: str,
+    sha256: str,
+) -> bytes:
+    """One serialized tf.train.Example with every feature of the schema."""
+    import tensorflow as tf
+
+    def bytes_feature(value: bytes) -> "tf.train.Feature":
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    def int64_feature(values: Sequence[int]) -> "tf.train.Feature":
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+    features = {
+        ENCODED: bytes_feature(encoded),
+        FORMAT: bytes_feature(image_format.encode()),
+        HEIGHT: int64_feature([height]),
+        WIDTH: int64_feature([width]),
+        LABEL: int64_feature(label_indices),
+        SOURCE_ID: bytes_feature(str(source_id).encode()),
+        SHA256: bytes_feature(sha256.encode()),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def feature_spec() -> dict:
+    """tf.io parsing spec; labels are variable length (an image may have none)."""
+    import tensorflow as tf
+
+    return {
+        ENCODED: tf.io.FixedLenFeature((), tf.string),
+        FORMAT: tf.io.FixedLenFeature((), tf.string, default_value="jpeg"),
+        HEIGHT: tf.io.FixedLenFeature((), tf.int64, default_value=-1),
+        WIDTH: tf.io.FixedLenFeature((), tf.int64, default_value=-1),
+        LABEL: tf.io.VarLenFeature(tf.int64),
+        SOURCE_ID: tf.io.FixedLenFeature((), tf.string, default_value=""),
+        SHA256: tf.io.FixedLenFeature((), tf.string, default_value=""),
+    }
+
+
+def parse_example(serialized, features: Sequence[str] = FEATURE_NAMES) -> dict:
+    """Parse one serialized example (a scalar string tensor); labels come back as a dense int64 vector."""
+    import tensorflow as tf
+
+    spec = {name: value for name, value in feature_spec().items() if name in features}
+    parsed = tf.io.parse_single_example(serialized, spec)
+    if LABEL in parsed:
+        parsed[LABEL] = tf.sparse.to_dense(parsed[LABEL])
+    return parsed
+
+
+def multi_hot(label_indices, num_labels: int):
+    """Float32 multi-hot vector of length num_labels from a vector of 0-based label indices."""
+    import tensorflow as tf
+
+    label_indices = tf.cast(label_indices, tf.int32)
+    # reduce_sum (not reduce_max) so an image with no labels gives zeros, not -inf.
+    return tf.minimum(tf.reduce_sum(tf.one_hot(label_indices, num_labels, dtype=tf.float32), axis=0), 1.0)
