@@ -28,9 +28,12 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "validation"
     shuffle_buffer: int = 2048
-    cache: bool = False  # cache decoded records in memory (small sets only)
+    cache: bool = False  # cache the encoded records in memory (before decode/augment; small sets only)
     deterministic: bool = False
     prefetch: Optional[int] = None  # None: autotune. Model Garden pins it because autotune can OOM at scale.
+    cycle_length: Optional[int] = None  # shard files read at once; None: min(number of files, 16)
+    num_parallel_calls: Optional[int] = None  # parallel reads and decodes; None: autotune
+    eval_crop_fraction: float = 1.0  # evaluation central crop (e.g. 0.875) before the resize; 1.0: whole image
     augment: list[str] = field(default_factory=lambda: ["crop", "flip", "color"])
     crop_min_area: float = 0.25
     rotate_degrees: float = 10.0
@@ -86,6 +89,7 @@ class TrainConfig:
     xla: bool = False
     early_stopping_patience: int = 0  # 0: off
     monitor: str = "val_micro_f1"
+    restore_best: bool = True  # final model = the best epoch by `monitor` (false: the last epoch)
     steps_per_epoch: Optional[int] = None  # None: one pass over the training split
     seed: int = 0
 
@@ -307,3 +311,38 @@ def to_dict(config: Config) -> dict:
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config (every key, defaults included) as JSON, atomically."""
     write_json_atomic(path, to_dict(config))
+
+
+def add_config_arguments(parser) -> None:
+    """--config and --override, the same on every command that reads a config."""
+    parser.add_argument("--config", default=None, help="JSON config file (defaults for every key not in it)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set one config key, typed by its field, e.g. data.image_size=64 (repeatable)",
+    )
+
+
+def main(argv=None) -> int:
+    """Validate a config and print it resolved: `python -m fashion_tf.config --config configs/demo.json`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m fashion_tf.config",
+        description="Validate a config file and print the resolved config (every key, defaults filled in).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    print(json.dumps(to_dict(load_config(args.config, args.override)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from fashion_tf.errors import run_cli
+
+    sys.exit(run_cli(main))

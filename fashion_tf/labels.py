@@ -61,6 +61,8 @@ class LabelMap:
         try:
             with open(path, newline="", encoding="utf-8-sig") as handle:
                 reader = csv.DictReader(handle)
+                if reader.fieldnames is None:
+                    raise UserError(f"{path}: label map is empty")
                 missing = [c for c in ("labelId",) if c not in (reader.fieldnames or [])]
                 if missing:
                     raise UserError(f"{path}: missing column {missing[0]!r} (expected {','.join(LABEL_MAP_COLUMNS)})")

@@ -1,0 +1,32 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fashion_tf",
+    version="0.1.0",
+    description="iMaterialist-style JSON of image URLs -> trained multi-label Keras classifier with F1-optimal thresholds",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["fashion_tf", "fashion_tf.*"]),
+    install_requires=[
+        "numpy>=1.26",
+        "tensorflow>=2.16,<2.22",
+        "keras>=3.3",
+        "tensorflow-datasets>=4.9.4",
+        "pandas>=2.0",
+        "scikit-learn>=1.3",
+        "matplotlib>=3.7",
+        "tqdm>=4.66",
+        "requests>=2.31",
+        "Pillow>=10.0",
+        "iterative-stratification>=0.1.9",
+        "ijson>=3.2",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "pytest-timeout>=2.2"],
+        "gpu": ["tensorflow[and-cuda]>=2.16,<2.22"],
+    },
+)

@@ -1,0 +1,138 @@
+import json
+
+import pytest
+
+from conftest import REPO, run_module
+from fashion_tf.config import Config, load_config, parse_override, save_config
+from fashion_tf.errors import UserError
+
+
+def write(tmp_path, obj, name="c.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(obj) if not isinstance(obj, str) else obj)
+    return path
+
+
+@pytest.mark.parametrize("name", ["imat.json", "fashion_products.json", "demo.json"])
+def test_shipped_configs_load(name):
+    config = load_config(REPO / "configs" / name)
+    assert config.data.image_size > 0
+    assert config.output_dir
+
+
+def test_required_keys_exist_with_their_names():
+    config = Config()
+    for key in ("tfrecords", "image_size", "batch_size"):
+        assert hasattr(config.data, key)
+    for key in ("backbone", "weights"):
+        assert hasattr(config.model, key)
+    for key in ("name", "gamma", "alpha"):
+        assert hasattr(config.loss, key)
+    for key in ("epochs", "learning_rate", "strategy", "mixed_precision"):
+        assert hasattr(config.train, key)
+
+
+def test_imat_config_is_inception_imagenet_focal_mixed_precision():
+    config = load_config(REPO / "configs" / "imat.json")
+    assert (config.model.backbone, config.data.image_size, config.model.weights) == ("inception_v3", 299, "imagenet")
+    assert config.loss.name == "focal" and config.train.mixed_precision != "off"
+
+
+def test_values_are_read_and_defaults_fill_the_rest(tmp_path):
+    path = write(tmp_path, {"data": {"image_size": 96}, "model": {"weights": None}, "loss": {"alpha": "inverse_frequency"}})
+    config = load_config(path)
+    assert config.data.image_size == 96
+    assert config.model.weights is None
+    assert config.loss.alpha == "inverse_frequency"
+    assert config.data.batch_size == Config().data.batch_size
+
+
+def test_int_is_accepted_for_a_float_field(tmp_path):
+    config = load_config(write(tmp_path, {"train": {"learning_rate": 1}}))
+    assert config.train.learning_rate == 1.0 and isinstance(config.train.learning_rate, float)
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, {"data": {"imagesize": 64}})
+    with pytest.raises(UserError, match=r"c\.json: unknown key 'data\.imagesize'"):
+        load_config(path)
+
+
+def test_unknown_top_level_section(tmp_path):
+    with pytest.raises(UserError, match="unknown key 'optimizer'"):
+        load_config(write(tmp_path, {"optimizer": {}}))
+
+
+def test_wrong_type_names_key_expected_and_got(tmp_path):
+    path = write(tmp_path, {"data": {"image_size": "big"}})
+    with pytest.raises(UserError, match=r"data\.image_size: expected integer, got string"):
+        load_config(path)
+
+
+def test_bool_is_not_an_int(tmp_path):
+    with pytest.raises(UserError, match="data.batch_size: expected integer, got true/false"):
+        load_config(write(tmp_path, {"data": {"batch_size": True}}))
+
+
+def test_section_must_be_an_object(tmp_path):
+    with pytest.raises(UserError, match="data: expected an object, got list"):
+        load_config(write(tmp_path, {"data": [1]}))
+
+
+def test_choice_and_augmentation_validation(tmp_path):
+    with pytest.raises(UserError, match="train.strategy: 'tpu' is not one of"):
+        load_config(write(tmp_path, {"train": {"strategy": "tpu"}}))
+    with pytest.raises(UserError, match="unknown augmentation 'blur'"):
+        load_config(write(tmp_path, {"data": {"augment": ["flip", "blur"]}}))
+
+
+def test_broken_json_and_missing_file(tmp_path):
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_config(write(tmp_path, "{\"data\": "))
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.json")
+
+
+def test_overrides_are_typed_by_field(tmp_path):
+    config = load_config(
+        None,
+        [
+            "data.image_size=64",
+            "model.weights=null",
+            "output_dir=2024",
+            "train.learning_rate=3e-4",
+            "data.augment=[\"flip\",\"crop\"]",
+            "train.xla=true",
+            "model.weights=/tmp/w.h5",
+        ],
+    )
+    assert config.data.image_size == 64
+    assert config.output_dir == "2024"
+    assert config.train.learning_rate == pytest.approx(3e-4)
+    assert config.data.augment == ["flip", "crop"]
+    assert config.train.xla is True
+    assert config.model.weights == "/tmp/w.h5"
+
+
+def test_override_errors():
+    with pytest.raises(UserError, match="expected key=value"):
+        parse_override("data.image_size")
+    with pytest.raises(UserError, match="data.image_size: expected integer, got string"):
+        load_config(None, ["data.image_size=large"])
+    with pytest.raises(UserError, match="unknown key 'train.epoch'"):
+        load_config(None, ["train.epoch=3"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(REPO / "configs" / "demo.json", ["data.image_size=48"])
+    save_config(config, tmp_path / "config.json")
+    assert load_config(tmp_path / "config.json") == config
+
+
+def test_cli_prints_resolved_config_and_fails_in_one_line(tmp_path):
+    ok = run_module("fashion_tf.config", "--config", str(REPO / "configs" / "demo.json"))
+    assert ok.returncode == 0 and json.loads(ok.stdout)["model"]["backbone"] == "small_cnn"
+    bad = run_module("fashion_tf.config", "--config", str(write(tmp_path, {"model": {"backbnoe": "x"}})))
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "model.backbnoe" in bad.stderr
+    assert "Traceback" not in bad.stderr
