@@ -13,10 +13,20 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def temp_path_for(path: str | os.PathLike) -> Path:
-    """A unique temporary name beside `path`, recognisable by its `.tmp` suffix."""
+    """A unique temporary name beside `path`, recognisable by its `.tmp` suffix.
+
+    mkstemp creates files readable by their owner only; give them the usual umask mode instead.
+    """
     path = Path(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _default_file_mode())
     os.close(fd)
     return Path(name)
 
