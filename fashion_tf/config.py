@@ -34,6 +34,7 @@ class DataConfig:
     cycle_length: Optional[int] = None  # shard files read at once; None: min(number of files, 16)
     num_parallel_calls: Optional[int] = None  # parallel reads and decodes; None: autotune
     eval_crop_fraction: float = 1.0  # evaluation central crop (e.g. 0.875) before the resize; 1.0: whole image
+    jpeg_dct_scaling: bool = True  # decode big JPEGs at 1/2, 1/4 or 1/8 scale while >= image_size pixels remain
     augment: list[str] = field(default_factory=lambda: ["crop", "flip", "color"])
     crop_min_area: float = 0.25
     rotate_degrees: float = 10.0

@@ -83,3 +83,30 @@ def multi_hot(label_indices, num_labels: int):
     label_indices = tf.cast(label_indices, tf.int32)
     # reduce_sum (not reduce_max) so an image with no labels gives zeros, not -inf.
     return tf.minimum(tf.reduce_sum(tf.one_hot(label_indices, num_labels, dtype=tf.float32), axis=0), 1.0)
+
+
+def tfds_features(num_labels: int):
+    """The same schema as a tensorflow_datasets FeaturesDict.
+
+    TFDS flattens nested dicts with "/" when it (de)serializes, so {"image": {"class": {"label": ...}}}
+    reads the key "image/class/label": shards written by serialize_example load with TFDS unchanged.
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    features = tfds.features
+    # num_classes, not names: label names repeat across groups (a colour and a usage may share a name).
+    class_label = features.ClassLabel(num_classes=num_labels)
+    return features.FeaturesDict(
+        {
+            "image": {
+                "encoded": features.Image(shape=(None, None, 3)),
+                "format": features.Text(),
+                "height": features.Tensor(shape=(), dtype=tf.int64),
+                "width": features.Tensor(shape=(), dtype=tf.int64),
+                "class": {"label": features.Sequence(class_label)},
+                "source_id": features.Text(),
+                "key": {"sha256": features.Text()},
+            }
+        }
+    )

@@ -1,0 +1,383 @@
+"""Label images with a trained run: files, folders (recursive) or http(s) URLs -> one JSON line per image.
+
+    python -m fashion_tf.predict --run-dir RUN photo.jpg shots/ https://example.com/a.jpg [--top-k 5]
+
+Each line is {"input": ..., "labels": [{"id", "name", "group", "score"}, ...]} with the labels whose
+score reaches their threshold (thresholds.json of the run; 0.5 where it has none), highest score first.
+An input that cannot be read gives {"input": ..., "error": ...}; the others go on, and the exit code is 1.
+
+    python -m fashion_tf.predict --run-dir RUN --kaggle-submission test.json --images DIR --out submission.csv
+
+writes the iMaterialist Fashion 2018 submission (`image_id,label_id`, label ids separated by spaces) with a
+row for every image of test.json; an image missing from DIR (or unreadable) gets an empty row and is counted.
+
+The run directory is checked before TensorFlow is imported, so a wrong path costs no start-up time and
+prints one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from fashion_tf.config import Config, load_config
+from fashion_tf.errors import UserError, run_cli
+from fashion_tf.fileio import atomic_open
+from fashion_tf.labels import LabelMap
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
+DEFAULT_THRESHOLD = 0.5
+URL_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+DOWNLOAD_WORKERS = 8
+
+
+# ---------------------------------------------------------------------------- the run directory
+@dataclass
+class Run:
+    """Everything a trained run directory holds, checked; the model itself is loaded separately."""
+
+    run_dir: Path
+    config: Config
+    label_map: LabelMap
+    thresholds: np.ndarray  # float64 [C] (as threshold_search stores them); positive when score >= threshold
+    thresholds_source: str  # the file they came from, or a sentence saying the default is used
+    model_path: Path
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_map)
+
+    @property
+    def image_size(self) -> int:
+        return self.config.data.image_size
+
+
+def load_run(run_dir: str | os.PathLike, thresholds_path: str | os.PathLike | None = None) -> Run:
+    """Check and read a run directory (config, label map, thresholds); no TensorFlow needed."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: run directory not found")
+    for name in ("config.json", "model.keras", "label_map.json"):
+        if not (run_dir / name).is_file():
+            raise UserError(f"{run_dir / name}: not found (is {run_dir} a run directory written by fashion_tf.train?)")
+    config = load_config(run_dir / "config.json")
+    label_map = LabelMap.from_json(run_dir / "label_map.json")
+    thresholds, source = _read_thresholds(run_dir, thresholds_path, len(label_map))
+    return Run(run_dir, config, label_map, thresholds, source, run_dir / "model.keras")
+
+
+def _read_thresholds(run_dir: Path, explicit: str | os.PathLike | None, num_labels: int) -> tuple[np.ndarray, str]:
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise UserError(f"{path}: thresholds file not found")
+    else:
+        path = run_dir / "thresholds.json"
+        if not path.is_file():
+            default = np.full(num_labels, DEFAULT_THRESHOLD, dtype=np.float64)
+            return default, f"{DEFAULT_THRESHOLD} for every label (no thresholds.json in {run_dir})"
+    from fashion_tf.threshold_search import load_thresholds
+
+    # float64 as stored: rounding a hand-written 0.3 to float32 could flip a score lying between the two.
+    thresholds = np.asarray(load_thresholds(path), dtype=np.float64).reshape(-1)
+    if thresholds.shape[0] != num_labels:
+        raise UserError(f"{path}: {thresholds.shape[0]} thresholds for {num_labels} labels in label_map.json")
+    return thresholds, str(path)
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's start-up chatter (CUDA probing, CPU features) off the user's stderr."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def load_model(run: Run):
+    """The run's Keras model, checked against the label map and the configured image size."""
+    quiet_tensorflow()
+    import keras
+
+    import fashion_tf.models  # noqa: F401  registers the custom layers a saved model may hold
+
+    try:
+        model = keras.models.load_model(run.model_path, compile=False)
+    except Exception as err:  # a corrupt or foreign file: one line naming it
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise UserError(f"{run.model_path}: cannot load the model ({type(err).__name__}: {first_line[:200]})") from None
+    width = model.output_shape[-1] if not isinstance(model.output_shape, list) else None
+    if width != run.num_labels:
+        raise UserError(f"{run.model_path}: model outputs {width} scores but label_map.json has {run.num_labels} labels")
+    return model
+
+
+# ---------------------------------------------------------------------------- images
+def decode_image(data: bytes, data_cfg):
+    """Encoded bytes (JPEG, PNG, GIF, BMP) -> float32 [S, S, 3] in [0, 255], as the evaluation pipeline does it.
+
+    Composed from fashion_tf.data's own decode and resize functions, in the order of its evaluation branch
+    (optional central crop, then bilinear resize), so predict sees exactly the pixels that evaluate saw.
+    """
+    import tensorflow as tf
+
+    from fashion_tf import data as pipeline
+
+    encoded = tf.constant(data)
+    fraction = float(getattr(data_cfg, "eval_crop_fraction", 1.0))
+    if fraction < 1.0:
+        image = pipeline.decode_central_crop(encoded, fraction)
+    else:
+        image = pipeline.decode_full(encoded)
+    return pipeline.resize(image, data_cfg.image_size)
+
+
+def is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[str]:
+    """Files and URLs as given; folders replaced by their image files (recursive, sorted)."""
+    expanded: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if not is_url(item) and path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                print(f"warning: {path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder", file=sys.stderr)
+            expanded.extend(str(p) for p in found)
+        else:
+            expanded.append(item)
+    return expanded
+
+
+def read_input_bytes(item: str) -> bytes:
+    """The raw bytes of a file or URL; errors are one-line UserErrors naming the input."""
+    if is_url(item):
+        import requests
+
+        try:
+            response = requests.get(item, timeout=URL_TIMEOUT)
+        except requests.RequestException as err:
+            raise UserError(f"download failed: {type(err).__name__}") from None
+        if response.status_code != 200:
+            raise UserError(f"download failed: HTTP {response.status_code}")
+        return response.content
+    path = Path(item)
+    if not path.exists():
+        raise UserError("no such file")
+    if path.stat().st_size > MAX_IMAGE_BYTES:
+        raise UserError(f"file larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise UserError(f"cannot read: {err.strerror}") from None
+
+
+def load_pixels(item: str, data_cfg):
+    """(pixels, None) or (None, error message)."""
+    import tensorflow as tf
+
+    try:
+        data = read_input_bytes(item)
+    except UserError as err:
+        return None, str(err)
+    try:
+        return decode_image(data, data_cfg), None
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, ValueError):
+        return None, "not a readable image (JPEG, PNG, GIF or BMP)"
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def score_batches(model, items: Sequence[str], data_cfg, batch_size: int, progress=None) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """(input, scores [C] or None, error or None) for every input, in input order, `batch_size` images per model call."""
+    with concurrent.futures.ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
+        for chunk in _chunks(list(items), batch_size):
+            loaded = list(pool.map(lambda item: load_pixels(item, data_cfg), chunk))
+            good = [pixels for pixels, error in loaded if error is None]
+            scores = iter(_predict(model, good)) if good else iter(())
+            for item, (pixels, error) in zip(chunk, loaded):
+                yield item, (next(scores) if error is None else None), error
+            if progress is not None:
+                progress.update(len(chunk))
+
+
+def _predict(model, images: list) -> np.ndarray:
+    import tensorflow as tf
+
+    batch = tf.stack(images)
+    return np.asarray(model(batch, training=False), dtype=np.float32)
+
+
+def positive_labels(scores: np.ndarray, run: Run, top_k: int = 0) -> list[dict]:
+    """The labels whose score reaches their threshold, highest score first (at most top_k when > 0)."""
+    passing = np.flatnonzero(scores >= run.thresholds)
+    order = passing[np.argsort(-scores[passing], kind="stable")]
+    if top_k > 0:
+        order = order[:top_k]
+    lm = run.label_map
+    return [{"id": lm.ids[i], "name": lm.names[i], "group": lm.groups[i], "score": round(float(scores[i]), 6)} for i in order]
+
+
+# ---------------------------------------------------------------------------- the two modes
+def predict_inputs(run: Run, model, inputs: Sequence[str], batch_size: int, top_k: int, out=None) -> tuple[int, int]:
+    """Write one JSON line per image (to stdout by default); returns (images labelled, failures)."""
+    from tqdm import tqdm
+
+    out = out if out is not None else sys.stdout
+    items = expand_inputs(inputs)
+    done = failed = 0
+    with tqdm(total=len(items), unit="img", desc="predict", file=sys.stderr, disable=None) as progress:
+        for item, scores, error in score_batches(model, items, run.config.data, batch_size, progress):
+            if error is not None:
+                failed += 1
+                record = {"input": item, "error": error}
+            else:
+                done += 1
+                record = {"input": item, "labels": positive_labels(scores, run, top_k)}
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+    return done, failed
+
+
+def index_images(folder: Path) -> dict[str, Path]:
+    """Image files under `folder` (recursive) by file stem, which is the image id for downloaded sets."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            found.setdefault(path.stem, path)
+    return found
+
+
+def read_test_ids(test_json: Path) -> list[str]:
+    """Image ids of test.json in file order (iMaterialist layout; annotations, if any, are ignored)."""
+    try:
+        from fashion_tf.sources import iter_source_records
+    except ImportError:
+        return _read_test_ids_plain(test_json)
+    return [record.image_id for record in iter_source_records(test_json)]
+
+
+def _read_test_ids_plain(test_json: Path) -> list[str]:
+    if not test_json.is_file():
+        raise UserError(f"{test_json}: no such file")
+    try:
+        images = json.loads(test_json.read_text(encoding="utf-8"))["images"]
+        return [str(entry.get("imageId", entry.get("image_id"))) for entry in images]
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise UserError(f"{test_json}: not an iMaterialist JSON with an \"images\" array ({type(err).__name__})") from None
+
+
+def _sorted_label_ids(label_ids: Iterable[str]) -> list[str]:
+    return sorted(label_ids, key=lambda x: (0, int(x), "") if x.isdigit() else (1, 0, x))
+
+
+def write_kaggle_submission(run: Run, model, test_json: Path, images_dir: Path, out_path: Path, batch_size: int) -> dict:
+    """submission.csv with a row for every test image; returns counts for the summary."""
+    from tqdm import tqdm
+
+    image_ids = read_test_ids(test_json)
+    if not images_dir.is_dir():
+        raise UserError(f"{images_dir}: images folder not found")
+    files = index_images(images_dir)
+    present = [image_id for image_id in image_ids if image_id in files]
+    missing = [image_id for image_id in image_ids if image_id not in files]
+    predicted: dict[str, list[str]] = {}
+    unreadable: list[str] = []
+    paths = [str(files[image_id]) for image_id in present]
+    id_of_path = dict(zip(paths, present))
+    with tqdm(total=len(paths), unit="img", desc="submission", file=sys.stderr, disable=None) as progress:
+        for item, scores, error in score_batches(model, paths, run.config.data, batch_size, progress):
+            image_id = id_of_path[item]
+            if error is not None:
+                unreadable.append(image_id)
+                continue
+            predicted[image_id] = _sorted_label_ids(run.label_map.ids[i] for i in np.flatnonzero(scores >= run.thresholds))
+    with atomic_open(out_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["image_id", "label_id"])
+        for image_id in image_ids:
+            writer.writerow([image_id, " ".join(predicted.get(image_id, []))])
+    return {
+        "rows": len(image_ids),
+        "predicted": len(predicted),
+        "with_labels": sum(1 for labels in predicted.values() if labels),
+        "missing": missing,
+        "unreadable": unreadable,
+    }
+
+
+def _examples(ids: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(ids[:limit]) + (", ..." if len(ids) > limit else "")
+
+
+# ---------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fashion_tf.predict",
+        description="Label images with a trained run: one JSON line per image on stdout, or a Kaggle submission.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--run-dir", required=True, help="run directory (config.json, model.keras, label_map.json, thresholds.json)")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (searched recursively) or http(s) URLs")
+    parser.add_argument("--thresholds", default=None, help="thresholds file; None: RUN/thresholds.json, or 0.5 for every label without one")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    parser.add_argument("--top-k", type=int, default=0, help="at most this many labels per image (0: every label over its threshold)")
+    parser.add_argument("--kaggle-submission", metavar="TEST_JSON", default=None, help="write a Kaggle submission for this test.json")
+    parser.add_argument("--images", default=None, help="with --kaggle-submission: folder of downloaded test images named <image_id>.<ext> (searched recursively)")
+    parser.add_argument("--out", default="submission.csv", help="with --kaggle-submission: the CSV to write")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.top_k < 0:
+        raise UserError(f"--top-k must be >= 0, got {args.top_k}")
+    kaggle = args.kaggle_submission is not None
+    if kaggle and args.inputs:
+        raise UserError("give either INPUT... or --kaggle-submission, not both")
+    if kaggle and args.images is None:
+        raise UserError("--kaggle-submission needs --images DIR (the downloaded test images)")
+    if not kaggle and not args.inputs:
+        raise UserError("nothing to label: give image files, folders or URLs (or --kaggle-submission)")
+    if kaggle and not Path(args.kaggle_submission).is_file():
+        raise UserError(f"{args.kaggle_submission}: no such file")
+    run = load_run(args.run_dir, args.thresholds)
+    if run.thresholds_source.startswith(str(DEFAULT_THRESHOLD)):
+        print(f"note: thresholds {run.thresholds_source}", file=sys.stderr)
+    model = load_model(run)
+    start = time.perf_counter()
+    if kaggle:
+        counts = write_kaggle_submission(run, model, Path(args.kaggle_submission), Path(args.images), Path(args.out), args.batch_size)
+        elapsed = time.perf_counter() - start
+        summary = (f"wrote {args.out}: {counts['rows']} rows, {counts['predicted']} images labelled "
+                   f"({counts['with_labels']} with at least one label) in {elapsed:.1f}s")
+        if counts["missing"]:
+            summary += f"; {len(counts['missing'])} test images not found in {args.images} (empty rows: {_examples(counts['missing'])})"
+        if counts["unreadable"]:
+            summary += f"; {len(counts['unreadable'])} unreadable (empty rows: {_examples(counts['unreadable'])})"
+        print(summary + f"; thresholds: {run.thresholds_source}.", file=sys.stderr)
+        return 0
+    done, failed = predict_inputs(run, model, args.inputs, args.batch_size, args.top_k)
+    elapsed = time.perf_counter() - start
+    rate = (done + failed) / elapsed if elapsed > 0 else 0.0
+    print(f"labelled {done} images, {failed} failed, in {elapsed:.1f}s ({rate:.1f} images/s); "
+          f"thresholds: {run.thresholds_source}.", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

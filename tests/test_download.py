@@ -1,0 +1,365 @@
+"""fashion_tf.download against the real loopback server with injected faults, and its CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fashion_tf.download import Options, download, read_manifest, safe_file_stem, to_rgb_jpeg, BadImage
+from fashion_tf.testserver import Fault, serve_folder
+
+REPO = Path(__file__).resolve().parents[1]
+TOOL = REPO / "tools" / "download_images.py"
+FAST = Options(workers=4, timeout=2.0, connect_timeout=2.0, retries=2, backoff=0.01, max_retry_after=0.2, progress=False)
+
+
+def jpeg_bytes(size=(32, 24), color=(200, 30, 30), mode="RGB", **save) -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, color).save(out, "JPEG", quality=90, **save)
+    return out.getvalue()
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def png_bomb(width=40_000, height=40_000) -> bytes:
+    """A valid-looking 200-byte PNG whose header declares width*height pixels (1.6 G by default)."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b"")
+
+
+def half_transparent_png() -> bytes:
+    image = Image.new("RGBA", (20, 10), (0, 0, 255, 255))
+    image.paste((0, 0, 0, 0), (10, 0, 20, 10))  # right half fully transparent black
+    return png_bytes(image)
+
+
+GOOD = {f"good{i}.jpg": jpeg_bytes(color=(10 * i, 100, 50)) for i in range(8)}
+
+
+@pytest.fixture()
+def site(tmp_path):
+    root = tmp_path / "site"
+    root.mkdir()
+    for name, data in GOOD.items():
+        (root / name).write_bytes(data)
+    (root / "alpha.png").write_bytes(half_transparent_png())
+    (root / "cmyk.jpg").write_bytes(jpeg_bytes(mode="CMYK", color=(0, 255, 255, 0)))
+    (root / "grey.png").write_bytes(png_bytes(Image.new("L", (8, 8), 77)))
+    (root / "palette.gif").write_bytes(_gif())
+    (root / "big.jpg").write_bytes(jpeg_bytes(size=(400, 200)))
+    (root / "bomb.png").write_bytes(png_bomb())
+    noisy = io.BytesIO()
+    Image.effect_noise((64, 64), 60).convert("RGB").save(noisy, "JPEG", quality=90)
+    (root / "cut_jpeg.jpg").write_bytes(noisy.getvalue()[: len(noisy.getvalue()) * 2 // 3])  # the file itself is cut
+    faults = {
+        "/flaky.jpg": Fault(fail_times=2, fail_status=503, retry_after="0"),
+        "/slow.jpg": Fault(delay=1.5),
+        "/cut_once.jpg": Fault(truncate="once"),
+        "/cut_always.jpg": Fault(truncate="always"),
+        "/no_type.jpg": Fault(content_type=None),
+        "/wrong_type.jpg": Fault(content_type="text/html"),
+        "/page.jpg": Fault.html(),
+        "/noise.jpg": Fault.random_bytes(5000),
+        "/moved.jpg": Fault(redirect_to="/good3.jpg"),
+        "/loop.jpg": Fault(redirect_to="/loop.jpg"),
+        "/gone.jpg": Fault(status=410),
+    }
+    for name in ("flaky.jpg", "slow.jpg", "cut_once.jpg", "cut_always.jpg", "no_type.jpg", "wrong_type.jpg"):
+        (root / name).write_bytes(GOOD["good1.jpg"])
+    with serve_folder(root, faults) as server:
+        server.add_file("/extensionless", GOOD["good2.jpg"], content_type=None)
+        yield server
+
+
+def _gif() -> bytes:
+    out = io.BytesIO()
+    Image.new("P", (6, 6), 3).save(out, "GIF")
+    return out.getvalue()
+
+
+def write_input(path: Path, server, entries: list[tuple[str, list[str] | str]], labels=None) -> Path:
+    images = [{"url": [server.url(u) for u in urls] if isinstance(urls, list) else server.url(urls), "imageId": image_id}
+              for image_id, urls in entries]
+    annotations = [{"labelId": labels.get(image_id, ["1", "2", "1"]) if labels else ["1", "2", "1"], "imageId": image_id}
+                   for image_id, _ in entries]
+    path.write_text(json.dumps({"images": images, "annotations": annotations}), encoding="utf-8")
+    return path
+
+
+def manifest_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def last_rows(out: Path) -> dict[str, dict]:
+    return {row["image_id"]: row for row in manifest_rows(out)}
+
+
+def test_every_fault_ends_as_ok_or_a_named_failure(site, tmp_path):
+    entries = [
+        ("plain", "good0.jpg"), ("missing", "nothing_here.jpg"), ("gone", "gone.jpg"), ("flaky", "flaky.jpg"),
+        ("slow", "slow.jpg"), ("cut_once", "cut_once.jpg"), ("cut_always", "cut_always.jpg"),
+        ("no_type", "no_type.jpg"), ("wrong_type", "wrong_type.jpg"), ("extensionless", "extensionless"),
+        ("page", "page.jpg"), ("noise", "noise.jpg"), ("moved", "moved.jpg"), ("loop", "loop.jpg"),
+        ("alpha", "alpha.png"), ("cmyk", "cmyk.jpg"), ("grey", "grey.png"), ("palette", "palette.gif"),
+        ("bomb", "bomb.png"), ("cut_jpeg", "cut_jpeg.jpg"), ("fallback", ["nothing_here.jpg", "page.jpg", "good4.jpg"]),
+    ]
+    source = write_input(tmp_path / "train.json", site, entries)
+    out = tmp_path / "out"
+    started = time.monotonic()
+    summary = download(source, out, Options(**{**FAST.__dict__, "timeout": 0.5}))
+    elapsed = time.monotonic() - started
+    rows = last_rows(out)
+    assert len(manifest_rows(out)) == len(entries) == len(rows)
+    expected_failures = {
+        "missing": "http_404", "gone": "http_410", "slow": "timeout", "cut_always": "truncated", "page": "html",
+        "noise": "not_image", "loop": "redirect_loop", "bomb": "too_many_pixels", "cut_jpeg": "corrupt",
+    }
+    for image_id, reason in expected_failures.items():
+        assert rows[image_id]["status"] == "failed" and rows[image_id]["error"] == reason, rows[image_id]
+        assert "path" not in rows[image_id] and not (out / "images" / f"{image_id}.jpg").exists()
+    ok = {image_id for image_id, row in rows.items() if row["status"] == "ok"}
+    assert ok == {image_id for image_id, _ in entries} - set(expected_failures)
+    for image_id in ok:
+        row = rows[image_id]
+        data = (out / row["path"]).read_bytes()
+        assert row["path"] == f"images/{image_id}.jpg" and row["labels"] == ["1", "2"]
+        assert row["sha256"] == hashlib.sha256(data).hexdigest() and row["bytes"] == len(data)
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (row["width"], row["height"]))
+    assert rows["fallback"]["url"] == site.url("good4.jpg")
+    # 404 and 410 are never retried; 503 twice then 200; a cut body is fetched again.
+    assert site.request_count("/nothing_here.jpg") == 2 and site.request_count("/gone.jpg") == 1
+    assert site.request_count("/flaky.jpg") == 3 and site.request_count("/cut_once.jpg") == 2
+    assert site.request_count("/cut_always.jpg") == 3 and site.request_count("/slow.jpg") == 3
+    # Baseline RGB JPEGs are kept byte for byte; others converted.
+    assert (out / "images/plain.jpg").read_bytes() == GOOD["good0.jpg"] and rows["plain"]["kept_original"]
+    with Image.open(out / "images/alpha.jpg") as alpha:
+        assert alpha.size == (20, 10)
+        assert all(abs(a - b) < 12 for a, b in zip(alpha.getpixel((2, 5)), (0, 0, 255)))
+        assert all(channel > 240 for channel in alpha.getpixel((17, 5)))  # transparent -> white, not black
+    with Image.open(out / "images/cmyk.jpg") as cmyk:
+        red, green, blue = cmyk.getpixel((5, 5))
+        assert red > 200 and green < 60 and blue < 60
+    assert summary.ok == len(ok) and summary.failed == len(expected_failures)
+    assert summary.failures["http_404"] == 1 and summary.failures["too_many_pixels"] == 1
+    assert elapsed < 20
+
+
+def test_retry_after_is_honoured_without_holding_a_worker(site, tmp_path):
+    site.add_fault("/flaky.jpg", Fault(fail_times=2, fail_status=429, retry_after="1"))
+    entries = [("flaky", "flaky.jpg")] + [(f"g{i}", f"good{i}.jpg") for i in range(5)]
+    source = write_input(tmp_path / "train.json", site, entries)
+    started = time.monotonic()
+    summary = download(source, tmp_path / "out", Options(**{**FAST.__dict__, "workers": 1, "max_retry_after": 5}))
+    assert summary.ok == 6 and time.monotonic() - started >= 2.0  # two waits of Retry-After: 1
+    order = [row["image_id"] for row in manifest_rows(tmp_path / "out")]
+    assert order[-1] == "flaky" and sorted(order[:-1]) == [f"g{i}" for i in range(5)]  # the one worker went on
+
+
+def test_bomb_is_rejected_from_its_header_before_decoding():
+    started = time.monotonic()
+    with pytest.raises(BadImage) as caught:
+        to_rgb_jpeg(png_bomb(), Options())
+    assert caught.value.reason == "too_many_pixels" and time.monotonic() - started < 1
+    with pytest.raises(BadImage, match="too_many_pixels: 400x200 declared"):
+        to_rgb_jpeg(jpeg_bytes(size=(400, 200)), Options(max_pixels=50_000))
+
+
+def test_max_size_resizes_keeping_aspect_and_max_bytes_guards(site, tmp_path):
+    source = write_input(tmp_path / "train.json", site, [("big", "big.jpg"), ("small", "good0.jpg")])
+    out = tmp_path / "out"
+    download(source, out, Options(**{**FAST.__dict__, "max_size": 100}))
+    rows = last_rows(out)
+    assert (rows["big"]["width"], rows["big"]["height"]) == (100, 50) and not rows["big"]["kept_original"]
+    with Image.open(out / "images/big.jpg") as image:
+        assert image.size == (100, 50)
+    assert rows["small"]["kept_original"] and (rows["small"]["width"], rows["small"]["height"]) == (32, 24)
+    out2 = tmp_path / "out2"
+    download(source, out2, Options(**{**FAST.__dict__, "max_bytes": len(GOOD["good0.jpg"])}))
+    rows = last_rows(out2)
+    assert rows["small"]["status"] == "ok" and rows["big"]["error"] == "too_large"
+
+
+def test_ids_cannot_write_outside_the_images_folder(site, tmp_path):
+    ids = ["../../x", "/etc/passwd", "a/b", ".hidden", "ok-id_1.2"]
+    source = write_input(tmp_path / "train.json", site, [(image_id, "good0.jpg") for image_id in ids])
+    out = tmp_path / "out"
+    download(source, out, FAST)
+    rows = last_rows(out)
+    assert set(rows) == set(ids) and all(row["status"] == "ok" for row in rows.values())
+    images = (out / "images").resolve()
+    paths = {(out / row["path"]).resolve() for row in rows.values()}
+    assert len(paths) == len(ids) and all(path.parent == images and path.is_file() for path in paths)
+    assert rows["ok-id_1.2"]["path"] == "images/ok-id_1.2.jpg"
+    assert not (tmp_path / "x.jpg").exists() and not list(tmp_path.glob("*.jpg"))
+    assert safe_file_stem("../../x") != safe_file_stem("__x") and "/" not in safe_file_stem("../../x")
+
+
+def test_rerun_skips_done_ids_and_retry_failed_retries_only_failures(site, tmp_path):
+    source = write_input(tmp_path / "train.json", site, [("a", "good0.jpg"), ("b", "later.jpg"), ("c", "good1.jpg")])
+    out = tmp_path / "out"
+    first = download(source, out, FAST)
+    assert (first.ok, first.failed) == (2, 1)
+    site.add_file("/later.jpg", GOOD["good5.jpg"])  # the missing image appears
+    site.reset()
+    second = download(source, out, FAST)
+    assert (second.ok, second.failed, second.skipped_ok, second.skipped_failed) == (0, 0, 2, 1)
+    assert site.request_count("/good0.jpg") == 0 and site.request_count("/later.jpg") == 0
+    third = download(source, out, Options(**{**FAST.__dict__, "retry_failed": True}))
+    assert (third.ok, third.failed, third.skipped_ok) == (1, 0, 2)
+    assert site.request_count("/later.jpg") == 1 and site.request_count("/good0.jpg") == 0
+    rows = manifest_rows(out)
+    assert [row["status"] for row in rows if row["image_id"] == "b"] == ["failed", "ok"]  # last row wins
+    assert read_manifest(out / "manifest.jsonl")[0]["b"] == ("ok", "images/b.jpg")
+    (out / "images/a.jpg").unlink()  # an ok row whose file vanished is downloaded again
+    fourth = download(source, out, FAST)
+    assert fourth.ok == 1 and (out / "images/a.jpg").read_bytes() == GOOD["good0.jpg"]
+
+
+def test_torn_manifest_line_and_temp_files_are_tolerated(site, tmp_path):
+    source = write_input(tmp_path / "train.json", site, [("a", "good0.jpg"), ("b", "good1.jpg")])
+    out = tmp_path / "out"
+    download(source, out, Options(**{**FAST.__dict__, "limit": 1}))
+    with open(out / "manifest.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"image_id": "b", "status": "o')  # killed mid-line
+    (out / "images/.b.jpg.abc123.tmp").write_bytes(b"partial")
+    summary = download(source, out, FAST)
+    assert (summary.ok, summary.skipped_ok, summary.bad_manifest_lines, summary.stale_temp_removed) == (1, 1, 1, 1)
+    state, bad = read_manifest(out / "manifest.jsonl")
+    assert state == {"a": ("ok", "images/a.jpg"), "b": ("ok", "images/b.jpg")} and bad == 1
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["a.jpg", "b.jpg"]
+
+
+def test_shards_into_one_folder_download_every_image_exactly_once(site, tmp_path):
+    entries = [(str(i), f"good{i % 8}.jpg") for i in range(40)]
+    source = write_input(tmp_path / "train.json", site, entries)
+    out = tmp_path / "out"
+    for shard in range(3):
+        download(source, out, Options(**{**FAST.__dict__, "shard_index": shard, "num_shards": 3}))
+    ids = [row["image_id"] for row in manifest_rows(out)]
+    assert sorted(ids, key=int) == [str(i) for i in range(40)]
+    assert sum(site.request_count(f"/good{i}.jpg") for i in range(8)) == 40
+
+
+def test_furniture_json_and_csv_inputs(site, tmp_path):
+    furniture = tmp_path / "furniture.json"
+    furniture.write_text(json.dumps({
+        "images": [{"image_id": 7, "url": [site.url("nothing.jpg"), site.url("good6.jpg")]}],
+        "annotations": [{"image_id": 7, "label_id": [3, 3, 9]}]}))
+    download(furniture, tmp_path / "f", FAST)
+    row = last_rows(tmp_path / "f")["7"]
+    assert (row["status"], row["labels"], row["url"]) == ("ok", ["3", "9"], site.url("good6.jpg"))
+    table = tmp_path / "list.csv"
+    table.write_text(f"id,url,labels\nx1,{site.url('good7.jpg')},5 6\nx2,{site.url('page.jpg')},\n")
+    download(table, tmp_path / "c", FAST)
+    rows = last_rows(tmp_path / "c")
+    assert (rows["x1"]["status"], rows["x1"]["labels"]) == ("ok", ["5", "6"])
+    assert (rows["x2"]["status"], rows["x2"]["error"], rows["x2"]["labels"]) == ("failed", "html", [])
+
+
+def run_tool(*args, timeout=60, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def test_resume_after_sigkill_mid_run(tmp_path):
+    root = tmp_path / "site"
+    root.mkdir()
+    count = 60
+    for i in range(count):
+        (root / f"{i}.jpg").write_bytes(jpeg_bytes(size=(64, 48), color=(i * 4, 90, 200 - i * 3)))
+    with serve_folder(root, {f"/{i}.jpg": Fault(delay=0.15) for i in range(count)}) as server:
+        source = write_input(tmp_path / "train.json", server, [(str(i), f"{i}.jpg") for i in range(count)])
+        out = tmp_path / "out"
+        args = [TOOL, "--input", source, "--output-dir", out, "--workers", "4", "--no-progress", "--max-size", "32"]
+        process = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        manifest = out / "manifest.jsonl"
+        while time.monotonic() < deadline and (not manifest.exists() or manifest.read_text().count("\n") < 8):
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        done_before = len(read_manifest(manifest)[0])
+        assert 8 <= done_before < count, "the run should have been killed midway"
+        for path in (out / "images").glob("*.jpg"):  # whatever is under a final name is a whole image
+            with Image.open(path) as image:
+                image.load()
+        finished = run_tool("--input", source, "--output-dir", out, "--workers", "8", "--no-progress", "--max-size", "32")
+        assert finished.returncode == 0, finished.stderr
+        assert f"Skipped from earlier runs: {done_before} ok" in finished.stdout
+    state, bad = read_manifest(manifest)
+    assert set(state) == {str(i) for i in range(count)} and all(status == "ok" for status, _ in state.values())
+    assert len(manifest_rows(out)) == count and bad == 0
+    images = sorted((out / "images").iterdir())
+    assert [p.name for p in images] == sorted(f"{i}.jpg" for i in range(count))  # no temp files left
+    for path in images:
+        with Image.open(path) as image:
+            image.load()
+            assert image.size == (32, 24) and image.mode == "RGB"
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"images": [{"url": "http://127.0.0.1:9/a.jpg", "imageId": "1"}, {"imageId": "2"}]}',
+     'error: bad.json: images[1]: missing "url"'),
+    ('{"images": [{"url": "a" "imageId": "1"}]}', "error: bad.json: invalid JSON at byte "),
+    ('{"images": [{"url": "a", "imageId": "1"}], "annotations": [{"labelId": ["1"], "imageId": "1"}', "error: bad.json: invalid JSON: unexpected end of file"),
+])
+def test_malformed_input_is_one_line_error_exit_2(tmp_path, content, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content, encoding="utf-8")
+    result = run_tool("--input", bad, "--output-dir", tmp_path / "out", "--no-progress", "--timeout", "0.5", "--retries", "0")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_argument_errors_and_help(tmp_path):
+    missing = run_tool("--input", tmp_path / "absent.json", "--output-dir", tmp_path / "out")
+    assert missing.returncode == 2 and missing.stderr.strip().endswith("absent.json: no such file")
+    source = tmp_path / "a.csv"
+    source.write_text("1,http://127.0.0.1:9/x.jpg\n")
+    bad_shard = run_tool("--input", source, "--output-dir", tmp_path / "out", "--shard-index", "4", "--num-shards", "4")
+    assert bad_shard.returncode == 2 and "--shard-index must be in [0, 3]" in bad_shard.stderr
+    helped = run_tool("--help")
+    assert helped.returncode == 0
+    for text in ("--retry-failed", "--max-pixels", "--user-agent", "(default: 16)", "(default: 89478485)"):
+        assert text in helped.stdout
+
+
+def test_cli_downloads_real_fashion_products_sample(tmp_path):
+    data = Path(os.environ.get("FASHION_PRODUCTS_DIR", REPO.parent / "shared/data/fashion-products"))
+    if not (data / "train.json").is_file():
+        pytest.skip(f"{data} not present")
+    with serve_folder(data) as server:
+        train = json.loads((data / "train.json").read_text())
+        images = [dict(entry, url=entry["url"].replace("http://127.0.0.1:8765", server.base_url)) for entry in train["images"]]
+        source = tmp_path / "train.json"
+        source.write_text(json.dumps({"images": images, "annotations": train["annotations"]}))
+        result = run_tool("--input", source, "--output-dir", tmp_path / "out", "--limit", "30", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "Downloaded 30 images ok and 0 failed" in result.stdout
+    rows = manifest_rows(tmp_path / "out")
+    annotated = {a["imageId"]: a["labelId"] for a in train["annotations"]}
+    for row in rows:
+        assert row["labels"] == list(dict.fromkeys(annotated[row["image_id"]]))
+        assert (tmp_path / "out" / row["path"]).read_bytes() == (data / "images" / f"{row['image_id']}.jpg").read_bytes()
