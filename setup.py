@@ -21,6 +21,7 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.66",
         "requests>=2.31",
+        "urllib3>=2",
         "Pillow>=10.0",
         "iterative-stratification>=0.1.9",
         "ijson>=3.2",

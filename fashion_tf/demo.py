@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", default="demo_out", help="working folder (recreated)")
-    parser.add_argument("--n", type=int, default=600, help="images in the synthetic set")
+    parser.add_argument("--n", type=int, default=1200, help="images in the synthetic set")
     parser.add_argument("--config", default="configs/demo.json", help="training config")
     parser.add_argument("--override", action="append", default=[], help="extra training config overrides")
     args = parser.parse_args(argv)

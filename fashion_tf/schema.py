@@ -47,7 +47,8 @@ def serialize_example(
         SOURCE_ID: bytes_feature(str(source_id).encode()),
         SHA256: bytes_feature(sha256.encode()),
     }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    # deterministic: the same example gives the same bytes in every process (map order otherwise varies).
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
 
 def feature_spec() -> dict:

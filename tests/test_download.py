@@ -161,7 +161,7 @@ def test_every_fault_ends_as_ok_or_a_named_failure(site, tmp_path):
         assert red > 200 and green < 60 and blue < 60
     assert summary.ok == len(ok) and summary.failed == len(expected_failures)
     assert summary.failures["http_404"] == 1 and summary.failures["too_many_pixels"] == 1
-    assert elapsed < 20
+    assert elapsed < 30  # retries of the slow and cut URLs run beside the rest, not one after another
 
 
 def test_retry_after_is_honoured_without_holding_a_worker(site, tmp_path):
