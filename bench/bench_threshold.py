@@ -23,7 +23,6 @@ Results: bench/results/threshold_bench.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
