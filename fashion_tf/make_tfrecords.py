@@ -47,7 +47,8 @@ SPLITS = ("train", "validation", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 SUFFIX_PREFERENCE = (".jpg", ".jpeg", ".png")  # when <id>.jpg and <id>.png both exist
 DEFAULT_EXCLUDED_COLUMNS = ("id", "year", "productdisplayname")
-MIN_EXAMPLES_PER_SHARD = 6250  # 100k images -> at least 16 shards, tiny sets -> 1
+FULL_SHARDING_FROM = 100_000  # from this many images on, every split gets --min-shards shards
+MIN_EXAMPLES_PER_SHARD = 6250  # below: one shard per 6,250 images of the split (tiny sets: 1)
 EXAMPLES_PER_REASON = 5
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -500,16 +501,21 @@ def shard_names(split: str, count: int) -> list[str]:
 def plan_shards(
     catalog: Catalog, folds: np.ndarray, seed: int, shard_size_mb: float, min_shards: int
 ) -> list[ShardJob]:
-    """Seeded shuffle per split, then contiguous chunks of about shard_size_mb each."""
+    """Seeded shuffle per split, then contiguous chunks of about shard_size_mb each.
+
+    Never fewer shards than parallel readers want: --min-shards per split once the data set has 100k
+    images, fewer for small sets (one per 6,250 images of the split).
+    """
     jobs = []
     sizes = np.asarray(catalog.sizes, dtype=np.int64)
+    large = len(folds) >= FULL_SHARDING_FROM
     for split_index, split in enumerate(SPLITS):
         rows = np.flatnonzero(folds == split_index)
         if rows.size == 0:
             continue
         rows = rows[np.random.default_rng([seed, split_index]).permutation(rows.size)]
         by_size = math.ceil(int(sizes[rows].sum()) / (shard_size_mb * 2**20))
-        by_readers = min(min_shards, math.ceil(rows.size / MIN_EXAMPLES_PER_SHARD))
+        by_readers = min_shards if large else min(min_shards, math.ceil(rows.size / MIN_EXAMPLES_PER_SHARD))
         count = max(1, min(rows.size, max(by_size, by_readers)))
         for name, chunk in zip(shard_names(split, count), np.array_split(rows, count)):
             jobs.append(ShardJob(name, split, chunk.tolist()))
@@ -890,8 +896,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the shuffle")
     parser.add_argument("--shard-size-mb", type=float, default=128.0, help="target shard size")
     parser.add_argument("--min-shards", type=int, default=16,
-                        help=f"at least this many shards per split once it has {16 * MIN_EXAMPLES_PER_SHARD:,} "
-                        f"images (fewer below: one per {MIN_EXAMPLES_PER_SHARD:,} images)")
+                        help=f"at least this many shards per split once the data set has {FULL_SHARDING_FROM:,} "
+                        f"images (below: one per {MIN_EXAMPLES_PER_SHARD:,} images of the split)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="shards written at once")
     parser.add_argument("--split-from", type=Path, help="validation ids: a challenge JSON (either shape) or a "
                         "text file of ids; overrides --val-fraction")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from fashion_tf import schema
 from fashion_tf.errors import run_cli
-from fashion_tf.make_tfrecords import main, stratified_assignment
+from fashion_tf.make_tfrecords import Catalog, main, plan_shards, stratified_assignment
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "make_tfrecords.py"
@@ -218,6 +218,21 @@ def test_stratification_on_a_skewed_label_set_is_balanced_and_seeded():
     random_val = matrix[rng.permutation(n)[: int((folds == 1).sum())]].sum(axis=0)
     assert np.abs(val / np.maximum(totals, 1) - 0.1)[totals >= 5].mean() < \
         np.abs(random_val / np.maximum(totals, 1) - 0.1)[totals >= 5].mean()
+
+
+def test_shard_counts_follow_size_and_parallel_readers():
+    def shard_counts(n: int, image_kb: int, shard_mb: float = 128) -> dict:
+        catalog = Catalog(sizes=[image_kb * 1024] * n)
+        folds = np.zeros(n, dtype=np.int8)
+        folds[: n // 10] = 1
+        jobs = plan_shards(catalog, folds, seed=0, shard_size_mb=shard_mb, min_shards=16)
+        assert sorted(r for job in jobs for r in job.rows) == list(range(n))  # every image once
+        return {split: sum(job.split == split for job in jobs) for split in ("train", "validation")}
+
+    assert shard_counts(100_000, 6) == {"train": 16, "validation": 16}  # readers, not size, decide
+    assert shard_counts(100_000, 200) == {"train": 138, "validation": 16}  # ~128 MB each
+    assert shard_counts(7_000, 6) == {"train": 2, "validation": 1}
+    assert shard_counts(30, 6, shard_mb=0.001) == {"train": 27, "validation": 3}  # at most one image each
 
 
 def test_split_from_file_and_test_fraction(tmp_path):
@@ -445,6 +460,27 @@ def test_unreadable_image_is_skipped_not_fatal(tmp_path):
     info = json.loads((out / "dataset_info.json").read_text())
     assert info["splits"]["train"]["num_examples"] == 9
     assert info["skipped"]["by_reason"] == {"unreadable_image": 1}
+
+
+def test_max_size_downscales_only_big_images_and_other_formats_become_png(tmp_path):
+    folder = tmp_path / "tree" / "a"
+    folder.mkdir(parents=True)
+    small = image_bytes(1, "JPEG", size=(12, 8))
+    (folder / "small.jpg").write_bytes(small)
+    (folder / "wide.jpg").write_bytes(image_bytes(2, "JPEG", size=(40, 20)))
+    (folder / "tall.png").write_bytes(image_bytes(3, "PNG", size=(20, 40)))
+    (folder / "anim.gif").write_bytes(image_bytes(4, "GIF", size=(10, 10)))
+    out = tmp_path / "out"
+    assert run(["--input", tmp_path / "tree", "--output-dir", out, "--val-fraction", "0", "--max-size", "16",
+                "--no-tfds"]) == 0
+    records = read_split(out, "train")
+    assert records["a/small"][schema.ENCODED] == small  # under the limit: bytes as they were
+    for image_id, fmt, size in [("a/wide", "jpeg", (16, 8)), ("a/tall", "png", (8, 16)), ("a/anim", "png", (10, 10))]:
+        record = records[image_id]
+        image = Image.open(io.BytesIO(record[schema.ENCODED]))
+        assert (record[schema.FORMAT].decode(), image.format.lower(), image.size) == (fmt, fmt, size)
+        assert (record[schema.WIDTH], record[schema.HEIGHT]) == size
+        assert record[schema.SHA256].decode() == hashlib.sha256(record[schema.ENCODED]).hexdigest()
 
 
 def test_cli_help_shows_defaults():
