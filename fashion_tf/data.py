@@ -16,10 +16,16 @@ Training pipeline (training=True), in order:
   records] -> [balance: rejection filter] -> example shuffle buffer -> parallel parse + decode + augment ->
   batch (drop remainder) -> [mixup] -> prefetch.
   Decoding with "crop" samples a random-resized-crop window with stateless_sample_distorted_bounding_box and
-  decodes only that window (decode_and_crop_jpeg), then resizes to S. Non-JPEG bytes (PNG, ...) take a
-  decode_image + slice path (tf.cond on the leading JPEG marker bytes, not on the format field).
+  decodes only that window (decode_and_crop_jpeg), flips the uint8 window ("flip"), then resizes to S and
+  applies rotate / color / randaugment on the float image. Non-JPEG bytes (PNG, ...) take a decode_image +
+  slice path (tf.cond on the leading JPEG marker bytes, not on the format field).
 Evaluation pipeline (training=False): one pass, deterministic order, no augmentation, remainder kept;
-  decode (optionally a central crop, data_cfg.eval_crop_fraction) then resize to S.
+  decode (optionally a central crop, data_cfg.eval_crop_fraction) then resize to S: for images up to 2*S a
+  side, exactly tf.io.decode_jpeg (or decode_image) + tf.image.resize.
+Big JPEGs (data_cfg.jpeg_dct_scaling, default on): when the crop window (training) or the image (evaluation,
+  from the record's height/width) keeps >= S pixels on its shorter side at 1/2, 1/4 or 1/8 scale, libjpeg
+  decodes at that scale (IDCT scaling), which costs a fraction of a full decode and averages like an area
+  filter. iMaterialist images are mostly far larger than 224-299 px, so this is where most decode time goes.
 
 Randomness is stateless: every example gets its own seed [seed + k, position in the stream], so with a seed and
 data_cfg.deterministic=True the training stream is reproducible, and parallel maps don't share a random state.
@@ -38,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -214,20 +221,23 @@ def decode_random_crop(encoded, crop_min_area: float, seed, min_size: Optional[i
     return tf.cond(_is_jpeg(encoded), jpeg, other)
 
 
-def decode_full(encoded, min_size: Optional[int] = None):
-    """uint8 [h, w, 3] whole image; at ratio 1 exactly tf.io.decode_jpeg (see decode_jpeg_window for min_size)."""
+def decode_full(encoded, min_size: Optional[int] = None, height=None, width=None):
+    """uint8 [h, w, 3] whole image with one decode_image op (JPEG, PNG, ...; for JPEG the same pixels as
+    tf.io.decode_jpeg). With min_size, JPEGs whose recorded height and width are both >= 2 * min_size take the
+    DCT-scaled path instead (see decode_jpeg_window); records without sizes (-1) never do."""
     tf = _tf()
+    if not min_size or height is None or width is None:
+        return _decode_any(encoded)
 
-    def jpeg():
-        if not min_size:
-            return tf.io.decode_jpeg(encoded, channels=3)
+    def scaled_jpeg():
         shape = tf.image.extract_jpeg_shape(encoded)
         branches = [lambda: tf.io.decode_jpeg(encoded, channels=3)] + [
             lambda r=ratio: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for ratio in DCT_RATIOS[1:]
         ]
         return tf.switch_case(_dct_ratio_index(shape[0], shape[1], min_size), branches)
 
-    return tf.cond(_is_jpeg(encoded), jpeg, lambda: _decode_any(encoded))
+    big = (tf.minimum(height, width) >= 2 * min_size) & _is_jpeg(encoded)
+    return tf.cond(big, scaled_jpeg, lambda: _decode_any(encoded))
 
 
 def decode_central_crop(encoded, fraction: float, min_size: Optional[int] = None):
@@ -490,7 +500,7 @@ def _example_fn(data_cfg: DataConfig, training: bool, num_labels: int, with_ids:
     size = data_cfg.image_size
     augment = set(augment) if training else set()
     min_size = size if data_cfg.jpeg_dct_scaling else None
-    features = [schema.ENCODED, schema.LABEL] + ([schema.SOURCE_ID] if with_ids else [])
+    features = [schema.ENCODED, schema.LABEL, schema.HEIGHT, schema.WIDTH] + ([schema.SOURCE_ID] if with_ids else [])
 
     def fn(serialized, seed=None):
         parsed = schema.parse_example(serialized, features)
@@ -501,7 +511,7 @@ def _example_fn(data_cfg: DataConfig, training: bool, num_labels: int, with_ids:
         elif not training and data_cfg.eval_crop_fraction < 1.0:
             image = decode_central_crop(encoded, data_cfg.eval_crop_fraction, min_size)
         else:
-            image = decode_full(encoded, min_size)
+            image = decode_full(encoded, min_size, parsed[schema.HEIGHT], parsed[schema.WIDTH])
         if "flip" in augment:
             image = random_flip(image, seeds[1])
         image = resize(image, size)
@@ -541,9 +551,9 @@ def make_dataset(
     training=False: one pass, deterministic order, no augmentation, remainder kept.
     B = data_cfg.batch_size, the per-replica batch (see the module docstring for input_context).
     """
-    tf = _tf()
-    files = shard_files(data_cfg.tfrecords, split)
+    files = shard_files(data_cfg.tfrecords, split)  # bad folder/split: UserError before TensorFlow loads
     num_labels = resolve_num_labels(data_cfg.tfrecords, num_labels)
+    tf = _tf()
     augment = list(data_cfg.augment if augment is None else augment)
     unknown = [name for name in augment if name not in AUGMENTATIONS]
     if unknown:
@@ -636,6 +646,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bench.add_argument("--seconds", type=float, default=30.0, help="measured time, after the warm-up")
     bench.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up excluded from the figure")
     args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the figure
 
     config = load_config(args.config)
     data_cfg = config.data

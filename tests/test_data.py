@@ -330,9 +330,11 @@ def test_big_jpegs_are_decoded_at_a_dct_scale_that_keeps_the_output_size():
     yy, xx = np.mgrid[0:256, 0:320]
     big = np.stack([yy, xx * 255 // 320, np.full_like(yy, 90)], axis=-1).astype(np.uint8)
     encoded = tf.io.encode_jpeg(big, quality=95)
-    assert data.decode_full(encoded, min_size=32).shape == (32, 40, 3)  # ratio 8: 256 / 8 = 32 still >= 32
-    assert data.decode_full(encoded, min_size=100).shape == (128, 160, 3)  # ratio 2 (ratio 4 would leave 64)
-    np.testing.assert_array_equal(data.decode_full(encoded, min_size=None).numpy(), tf.io.decode_jpeg(encoded).numpy())
+    height, width = tf.constant(256, tf.int64), tf.constant(320, tf.int64)
+    assert data.decode_full(encoded, 32, height, width).shape == (32, 40, 3)  # ratio 8: 256 / 8 = 32 still >= 32
+    assert data.decode_full(encoded, 100, height, width).shape == (128, 160, 3)  # ratio 2 (ratio 4 would leave 64)
+    assert data.decode_full(encoded, 32, tf.constant(-1, tf.int64), width).shape == (256, 320, 3)  # size unknown
+    np.testing.assert_array_equal(data.decode_full(encoded).numpy(), tf.io.decode_jpeg(encoded).numpy())
     window = data.decode_jpeg_window(encoded, tf.constant([64, 64, 128, 160]), min_size=60)  # ratio 2
     assert window.shape == (64, 80, 3)
     expected = tf.image.resize(tf.io.decode_jpeg(encoded)[64:192, 64:224], [64, 80], method="area").numpy()
