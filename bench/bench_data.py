@@ -96,7 +96,7 @@ def write_shards_ourselves(out: Path, items, label_map, num_shards: int, image_b
         },
         "groups": {g: label_map.group_members(g).tolist() for g in label_map.group_names()},
     }
-    (out / "dataset_info.json").write_text(json.dumps(info))
+    (out / "shard_info.json").write_text(json.dumps(info))
 
 
 def build_shards(source: Path, work: Path) -> tuple[Path, str]:
@@ -146,7 +146,7 @@ def build_upscaled_shards(source: Path, work: Path) -> Path:
     from fashion_tf.labels import LabelMap
 
     out = work / f"shards-{UPSCALED_SIZE}"
-    if (out / "dataset_info.json").exists():
+    if (out / "shard_info.json").exists():
         return out
     items = read_annotations(source)[:UPSCALED_COUNT]
     label_map = LabelMap.from_csv(source / "label_map.csv")
@@ -280,7 +280,7 @@ def measure_interleaved(factories: dict, seconds: float, rounds: int, warmup: fl
 
 
 def load_info(shards: Path) -> tuple[list[str], int]:
-    info = json.loads((shards / "dataset_info.json").read_text())
+    info = json.loads((shards / "shard_info.json").read_text())
     files = [str(shards / name) for name in info["splits"]["train"]["shards"]]
     return files, int(info["num_labels"])
 

@@ -32,7 +32,7 @@ data_cfg.deterministic=True the training stream is reproducible, and parallel ma
 seed=None gives a different stream each run.
 
 Label balancing (data_cfg.balance == "rejection"): each label l gets weight (N / count_l) ** balance_power
-(N = examples in the split, counts from dataset_info.json), an example gets the max weight over its labels (an
+(N = examples in the split, counts from shard_info.json), an example gets the max weight over its labels (an
 example without labels counts as the most frequent label), and the repeated stream keeps an example with
 probability weight / max weight. Rare-label examples are always kept, common ones are thinned, so the share of
 rare labels in what the model sees rises; with power 1 every label's examples are seen about equally often when
@@ -56,8 +56,8 @@ from fashion_tf import schema
 from fashion_tf.config import AUGMENTATIONS, DataConfig, load_config
 from fashion_tf.errors import UserError, run_cli
 
-DATASET_INFO = "dataset_info.json"
-LABEL_MAP = "label_map.json"
+DATASET_INFO = schema.SHARD_INFO_FILE
+LABEL_MAP = schema.LABEL_MAP_FILE
 MAX_CYCLE_LENGTH = 16
 CROP_ASPECT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 CROP_MIN_OBJECT_COVERED = 0.1
@@ -66,7 +66,7 @@ RANDAUGMENT_FILL = 128.0
 
 # ---- shard folder metadata ----------------------------------------------------------------
 def dataset_info(tfrecords_dir) -> dict:
-    """The parsed dataset_info.json of a shard folder; UserError naming the folder/file when missing or bad."""
+    """The parsed shard_info.json of a shard folder; UserError naming the folder/file when missing or bad."""
     folder = Path(tfrecords_dir)
     if not folder.is_dir():
         raise UserError(f"{folder}: TFRecord folder not found (write it with make_tfrecords)")
@@ -109,7 +109,7 @@ def label_counts(tfrecords_dir, split: str) -> np.ndarray:
 
 
 def shard_files(tfrecords_dir, split: str) -> list[str]:
-    """Full paths of the split's shards, in the order dataset_info.json lists them."""
+    """Full paths of the split's shards, in the order shard_info.json lists them."""
     folder = Path(tfrecords_dir)
     split_info = _split_info(folder, split)
     names = split_info.get("shards")

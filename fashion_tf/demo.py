@@ -54,7 +54,7 @@ def _read_json(path: Path) -> dict | None:
 
 def _summary(pipeline: Pipeline, out: Path, run_dir: Path, tfrecords: Path, total: float) -> str:
     lines = ["", "== demo summary"]
-    info = _read_json(tfrecords / "dataset_info.json")
+    info = _read_json(tfrecords / "shard_info.json")
     if info:
         counts = {name: split["num_examples"] for name, split in info["splits"].items()}
         lines.append(f"images in shards: {counts}, labels: {info['num_labels']}")

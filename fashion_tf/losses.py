@@ -165,7 +165,7 @@ def _resolve_weight(value, key: str, label_counts, transform):
     if value != INVERSE_FREQUENCY:
         return value
     if label_counts is None:
-        raise UserError(f"{key}: \"inverse_frequency\" needs the training split's label counts (dataset_info.json)")
+        raise UserError(f"{key}: \"inverse_frequency\" needs the training split's label counts (shard_info.json)")
     return transform(label_counts)
 
 

@@ -42,7 +42,7 @@ from fashion_tf.labels import LabelMap
 CREATED_BY = "fashion_tf.make_tfrecords"
 PLAN_VERSION = 1
 STATE_DIR = ".make_tfrecords"  # plan + one receipt per complete shard
-TFDS_DIR = "tfds"  # TFDS metadata; its own dataset_info.json would clash with ours at the top level
+TFDS_FILES = ("dataset_info.json", "features.json")  # written by tfds.folder_dataset.write_metadata
 SPLITS = ("train", "validation", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 SUFFIX_PREFERENCE = (".jpg", ".jpeg", ".png")  # when <id>.jpg and <id>.png both exist
@@ -546,7 +546,7 @@ def receipt_path(out: Path, shard_name: str) -> Path:
 def our_files(out: Path) -> list[Path]:
     names = [p for p in out.glob("*.tfrecord") if p.name.split("-", 1)[0] in SPLITS]
     names += [p for p in out.glob(".*.tfrecord.*.tmp")]
-    names += [out / n for n in ("dataset_info.json", "label_map.json", TFDS_DIR, STATE_DIR) if (out / n).exists()]
+    names += [out / n for n in (schema.SHARD_INFO_FILE, schema.LABEL_MAP_FILE, *TFDS_FILES, STATE_DIR) if (out / n).exists()]
     return names
 
 
@@ -776,19 +776,12 @@ def group_info(label_map: LabelMap, catalog: Catalog) -> dict:
 
 
 def write_tfds_metadata(out: Path, name: str, num_labels: int, info: dict) -> Path:
-    """TFDS metadata in OUT/tfds (relative symlinks to the shards): tfds.builder_from_directory(OUT/tfds)."""
+    """TFDS metadata beside the shards, so that tfds.builder_from_directory(OUT) loads them."""
     import tensorflow_datasets as tfds
     from etils import epath
 
-    tfds_dir = out / TFDS_DIR
-    if tfds_dir.exists():
-        shutil.rmtree(tfds_dir)
-    tfds_dir.mkdir()
-    for split in info["splits"].values():
-        for shard in split["shards"]:
-            (tfds_dir / shard).symlink_to(Path("..") / shard)
     template = tfds.core.ShardedFileTemplate(
-        data_dir=epath.Path(tfds_dir),
+        data_dir=epath.Path(out),
         template="{SPLIT}-{SHARD_X_OF_Y}.{FILEFORMAT}",
         dataset_name=name,
         filetype_suffix="tfrecord",
@@ -800,13 +793,13 @@ def write_tfds_metadata(out: Path, name: str, num_labels: int, info: dict) -> Pa
         for split, data in info["splits"].items()
     ]
     tfds.folder_dataset.write_metadata(
-        data_dir=tfds_dir,
+        data_dir=out,
         features=schema.tfds_features(num_labels),
         split_infos=split_infos,
         filename_template=template,
         description=f"{name}: multi-label image classification shards written by {CREATED_BY}",
     )
-    return tfds_dir
+    return out
 
 
 # ============================================================================ verify
@@ -817,14 +810,14 @@ def verify_output(out: Path, workers: int = 2) -> tuple[bool, list[str]]:
     from PIL import Image
     from tqdm import tqdm
 
-    info_path = out / "dataset_info.json"
+    info_path = out / schema.SHARD_INFO_FILE
     if not info_path.is_file():
-        raise UserError(f"{out}: no dataset_info.json (not a make_tfrecords output folder?)")
+        raise UserError(f"{out}: no {schema.SHARD_INFO_FILE} (not a make_tfrecords output folder?)")
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
         shards = [(s, n) for data in info["splits"].values() for s, n in zip(data["shards"], data["shard_lengths"])]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise UserError(f"{info_path}: not a make_tfrecords dataset_info.json ({err})") from None
+        raise UserError(f"{info_path}: not a make_tfrecords {schema.SHARD_INFO_FILE} ({err})") from None
     import tensorflow as tf
 
     bar = tqdm(total=sum(n for _, n in shards), unit="img", desc="verifying", disable=None)
@@ -856,7 +849,7 @@ def verify_output(out: Path, workers: int = 2) -> tuple[bool, list[str]]:
         except (IndexError, UnicodeDecodeError) as err:
             return f"{shard}: record {count}: malformed example ({err})"
         if count != expected:
-            return f"{shard}: {count} records, dataset_info.json says {expected}"
+            return f"{shard}: {count} records, {schema.SHARD_INFO_FILE} says {expected}"
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -881,7 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="make_tfrecords.py",
         description="Write images + labels as sharded TFRecords (train/validation[/test]) with a label map, "
-        "dataset_info.json and TFDS metadata; or --verify an output folder.",
+        f"{schema.SHARD_INFO_FILE}, label_map.json and TFDS metadata; or --verify an output folder.",
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--input", type=Path, help="download folder (manifest.jsonl), iMaterialist JSON, "
@@ -907,7 +900,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "only those); default: bytes as-is")
     parser.add_argument("--name", help="dataset name (default: the output folder's name)")
     parser.add_argument("--overwrite", action="store_true", help="replace shards from another plan")
-    parser.add_argument("--no-tfds", action="store_true", help="skip the TFDS metadata (OUT/tfds)")
+    parser.add_argument("--no-tfds", action="store_true", help="skip the TFDS metadata (dataset_info.json, features.json)")
     parser.add_argument("--verify", action="store_true", help="read every shard back and check it "
                         "(alone, without --input: verify an existing output folder)")
     return parser
@@ -983,7 +976,7 @@ def make_tfrecords(args: argparse.Namespace) -> dict:
     info = dataset_info(
         options["name"], label_map, jobs, receipts, group_info(label_map, catalog), stratification, skipped
     )
-    write_json_atomic(out / "dataset_info.json", info)
+    write_json_atomic(out / schema.SHARD_INFO_FILE, info)
     if not args.no_tfds:
         write_tfds_metadata(out, options["name"], len(label_map), info)
     info["summary"] = dict(stats, total_seconds=time.perf_counter() - started, input_kind=loaded.kind)

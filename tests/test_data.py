@@ -72,7 +72,7 @@ def write_shards(folder: Path, split: str, labels: list[list[int]], num_shards: 
 
 def write_folder(folder: Path, splits: dict[str, dict]) -> Path:
     info = {"num_labels": NUM_LABELS, "splits": splits, "groups": {"all": list(range(NUM_LABELS))}}
-    (folder / "dataset_info.json").write_text(json.dumps(info))
+    (folder / "shard_info.json").write_text(json.dumps(info))
     label_map = {"labels": [{"index": k, "id": str(k + 1), "name": f"l{k}", "group": "all"} for k in range(NUM_LABELS)]}
     (folder / "label_map.json").write_text(json.dumps(label_map))
     return folder
@@ -128,7 +128,7 @@ def test_metadata_helpers(shards):
 def test_bad_folder_and_split_are_user_errors(shards, tmp_path, capsys):
     with pytest.raises(UserError, match="not found"):
         data.dataset_info(tmp_path / "nope")
-    with pytest.raises(UserError, match="dataset_info.json"):
+    with pytest.raises(UserError, match="shard_info.json"):
         data.num_examples(tmp_path, "train")
     with pytest.raises(UserError, match="no split 'test'.*train, validation"):
         data.shard_files(shards, "test")

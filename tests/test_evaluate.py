@@ -109,7 +109,7 @@ def build_tiny_run(root: Path, n: int = 22, seed: int = 0, shards: int = 2) -> T
     for writer in writers:
         writer.close()
     label_map.to_json(data_dir / "label_map.json")
-    write_json_atomic(data_dir / "dataset_info.json", {
+    write_json_atomic(data_dir / "shard_info.json", {
         "num_labels": len(label_map),
         "splits": {"validation": {"num_examples": n, "shards": names,
                                   "label_counts": positive.sum(axis=0).tolist()}},

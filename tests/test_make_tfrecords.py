@@ -71,7 +71,7 @@ def make_download_folder(root: Path, n: int = 40, failed: int = 2) -> dict[str, 
 def read_split(out: Path, split: str) -> dict[str, dict]:
     import tensorflow as tf
 
-    info = json.loads((out / "dataset_info.json").read_text())
+    info = json.loads((out / "shard_info.json").read_text())
     records = {}
     for shard in info["splits"][split]["shards"]:
         for raw in tf.data.TFRecordDataset(str(out / shard)):
@@ -124,7 +124,7 @@ def test_round_trip_keeps_bytes_labels_and_header_sizes(download_run):
 
 def test_dataset_info_shape_and_counts(download_run):
     expected, out = download_run
-    info = json.loads((out / "dataset_info.json").read_text())
+    info = json.loads((out / "shard_info.json").read_text())
     assert set(info) == {"name", "num_labels", "created_by", "splits", "groups", "stratification", "skipped"}
     assert info["created_by"] == "fashion_tf.make_tfrecords" and info["num_labels"] == 6
     assert set(info["splits"]) == {"train", "validation"}
@@ -153,10 +153,10 @@ def test_tfds_builder_loads_the_shards(download_run):
     import tensorflow_datasets as tfds
 
     expected, out = download_run
-    builder = tfds.builder_from_directory(str(out / "tfds"))
+    builder = tfds.builder_from_directory(str(out))
     flat = tfds.core.utils.flatten_nest_dict(builder.info.features.get_serialized_info())
     assert set(flat) == set(schema.FEATURE_NAMES)  # nested FeaturesDict == our flat keys
-    info = json.loads((out / "dataset_info.json").read_text())
+    info = json.loads((out / "shard_info.json").read_text())
     assert builder.info.splits["train"].num_examples == info["splits"]["train"]["num_examples"]
     seen = 0
     for example in tfds.as_numpy(builder.as_dataset(split="train")):
@@ -181,7 +181,7 @@ def test_model_garden_classification_decoder_keys_parse_the_shards(download_run)
         "image/class/label": tf.io.VarLenFeature(dtype=tf.int64),
     }
     ids = [e["id"] for e in json.loads((out / "label_map.json").read_text())["labels"]]
-    info = json.loads((out / "dataset_info.json").read_text())
+    info = json.loads((out / "shard_info.json").read_text())
     for shard in info["splits"]["validation"]["shards"]:
         for raw in tf.data.TFRecordDataset(str(out / shard)):
             decoded = tf.io.parse_single_example(raw, keys_to_features)
@@ -242,12 +242,12 @@ def test_split_from_file_and_test_fraction(tmp_path):
     assert run(["--input", tmp_path / "dl", "--output-dir", out, "--split-from", tmp_path / "val.txt",
                 "--no-tfds"]) == 0
     assert set(read_split(out, "validation")) == {"1001", "1002"}
-    info = json.loads((out / "dataset_info.json").read_text())
+    info = json.loads((out / "shard_info.json").read_text())
     assert info["stratification"]["method"] == "split_from" and info["stratification"]["matched"] == 2
     out3 = tmp_path / "out3"
     assert run(["--input", tmp_path / "dl", "--output-dir", out3, "--val-fraction", "0.2", "--test-fraction",
                 "0.2", "--no-tfds"]) == 0
-    splits = json.loads((out3 / "dataset_info.json").read_text())["splits"]
+    splits = json.loads((out3 / "shard_info.json").read_text())["splits"]
     assert set(splits) == {"train", "validation", "test"}
     assert sum(s["num_examples"] for s in splits.values()) == 30
 
@@ -281,7 +281,7 @@ def test_imaterialist_json_with_images_folder_and_a_missing_image(tmp_path, shap
     records = read_split(out, "train")
     assert set(records) == set(ids[:-1])
     assert all(records[i][schema.ENCODED] == images[i] for i in records)
-    info = json.loads((out / "dataset_info.json").read_text())
+    info = json.loads((out / "shard_info.json").read_text())
     assert info["skipped"]["by_reason"] == {"missing_file": 1}
     assert info["skipped"]["examples"]["missing_file"][0].startswith("12")
 
@@ -302,7 +302,7 @@ def test_attribute_csv_groups_become_label_groups(tmp_path):
     assert [(e["group"], e["name"]) for e in label_map] == [
         ("gender", "Men"), ("gender", "Women"), ("articleType", "Jeans"), ("articleType", "Shirts"),
         ("articleType", "Tshirts")]
-    info = json.loads((out / "dataset_info.json").read_text())
+    info = json.loads((out / "shard_info.json").read_text())
     assert info["groups"] == {"gender": {"labels": [0, 1], "exclusive": True},
                               "articleType": {"labels": [2, 3, 4], "exclusive": True}}
     record = read_split(out, "train")["102"]
@@ -310,7 +310,7 @@ def test_attribute_csv_groups_become_label_groups(tmp_path):
     default = tmp_path / "default"  # default groups: all but id/year/productDisplayName; empty cell -> no label
     assert run(["--input", tmp_path / "styles.csv", "--output-dir", default, "--val-fraction", "0",
                 "--no-tfds"]) == 0
-    groups = json.loads((default / "dataset_info.json").read_text())["groups"]
+    groups = json.loads((default / "shard_info.json").read_text())["groups"]
     assert list(groups) == ["gender", "articleType", "baseColour"]
     assert len(read_split(default, "train")["104"][schema.LABEL]) == 2
 
@@ -325,7 +325,7 @@ def test_class_per_folder_tree_is_single_label(tmp_path):
     (tmp_path / "tree" / "fox" / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
     assert run(["--input", tmp_path / "tree", "--output-dir", out, "--val-fraction", "0", "--no-tfds"]) == 0
-    info = json.loads((out / "dataset_info.json").read_text())
+    info = json.loads((out / "shard_info.json").read_text())
     assert info["groups"] == {"class": {"labels": [0, 1, 2], "exclusive": True}}
     assert info["splits"]["train"]["label_counts"] == [1, 2, 3]
     single_label_keys = {  # Model Garden's single-label Decoder
@@ -408,7 +408,7 @@ def test_verify_names_the_shard_with_a_flipped_byte(tmp_path, capsys):
     out = tmp_path / "out"
     assert run(["--input", tmp_path / "dl", "--output-dir", out, "--shard-size-mb", "0.002", "--no-tfds"]) == 0
     assert run(["--output-dir", out, "--verify"]) == 0
-    info = json.loads((out / "dataset_info.json").read_text())
+    info = json.loads((out / "shard_info.json").read_text())
     victim = out / info["splits"]["train"]["shards"][1]
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -457,7 +457,7 @@ def test_unreadable_image_is_skipped_not_fatal(tmp_path):
     (tmp_path / "dl" / "images" / "1001.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     out = tmp_path / "out"
     assert run(["--input", tmp_path / "dl", "--output-dir", out, "--val-fraction", "0", "--no-tfds"]) == 0
-    info = json.loads((out / "dataset_info.json").read_text())
+    info = json.loads((out / "shard_info.json").read_text())
     assert info["splits"]["train"]["num_examples"] == 9
     assert info["skipped"]["by_reason"] == {"unreadable_image": 1}
 
