@@ -20,6 +20,7 @@ setup(
         "scikit-learn>=1.3",
         "matplotlib>=3.7",
         "tqdm>=4.66",
+        "tensorboard>=2.16",
         "requests>=2.31",
         "urllib3>=2",
         "Pillow>=10.0",

@@ -331,7 +331,9 @@ def _trim_history(path: Path, epochs: int) -> None:
 
 
 def _label_map_path(cfg: Config) -> Path:
-    path = Path(cfg.data.tfrecords) / "label_map.json"
+    from fashion_tf import schema
+
+    path = Path(cfg.data.tfrecords) / schema.LABEL_MAP_FILE
     if not path.is_file():
         raise UserError(f"{path}: not found (data.tfrecords must be a make_tfrecords output folder)")
     return path
@@ -377,7 +379,7 @@ def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> d
     state = _prepare_run_dir(run_dir, resume)
     if role.is_chief:
         save_config(cfg, run_dir / "config.json")
-        shutil.copyfile(_label_map_path(cfg), run_dir / "label_map.json")
+        shutil.copyfile(_label_map_path(cfg), run_dir / _label_map_path(cfg).name)
     plan = Plan(num_labels, num_train, num_val, replicas, global_batch, learning_rate, steps_per_epoch,
                 freeze_epochs, policy, run_dir, role, data.label_counts(tfrecords, cfg.data.train_split))
     _print_plan(cfg, plan, strategy, state)
@@ -410,10 +412,17 @@ def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> d
     if state is not None:
         _trim_history(run_dir / HISTORY, start_epoch)
 
+    # A label without validation positives has no PR curve; Keras would count it as AUC 0 in the mean.
+    val_counts = data.label_counts(tfrecords, cfg.data.val_split)
+    present = np.zeros(num_labels, np.float32)
+    present[: min(num_labels, len(val_counts))] = val_counts[:num_labels] > 0
+    auc_label_weights = present if 0 < present.sum() < num_labels else None
+
     def compile_for(trainable: str) -> int:
         with strategy.scope():
             layers = set_backbone_trainable(model, trainable, keep_batchnorm_frozen=keep_bn_frozen)
-            model.compile(optimizer=optimizer, loss=loss, metrics=_metrics(cfg, num_labels), jit_compile=cfg.train.xla)
+            model.compile(optimizer=optimizer, loss=loss, metrics=_metrics(cfg, num_labels, auc_label_weights),
+                          jit_compile=cfg.train.xla)
             if cfg.train.strategy == "multi_worker":
                 _multi_worker_workaround(model, cfg.data.image_size, num_labels)
         return layers
@@ -485,12 +494,50 @@ def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> d
     restored_best = bool(cfg.train.restore_best and best_path.is_file())
     if restored_best:
         model.load_weights(best_path)
+    if cfg.train.strategy == "multi_worker":
+        _average_non_trainable(model, strategy)
     summary = _summary(cfg, plan, timer, train_seconds, restored_best, start_epoch)
-    if not role.is_chief:
+    if role.is_chief:
+        _save_outputs(cfg, model, plan, summary)
+    else:
         model.save_weights(run_dir / WORKER_WEIGHTS, overwrite=True)
-        return summary
-    _save_outputs(cfg, model, plan, summary)
+    if cfg.train.strategy == "multi_worker":
+        _barrier(strategy)  # a worker that exits while the chief still writes makes the chief's runtime abort
     return summary
+
+
+def _average_non_trainable(model, strategy) -> None:
+    """Average BatchNorm moving statistics over all workers, so every worker ends with the same model.
+
+    Keras 3 updates them from each replica's own batches without synchronising them (aggregation "none");
+    the trainable weights are kept equal by the gradient all-reduce.
+    """
+    import tensorflow as tf
+
+    variables = [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
+    if not variables:
+        return
+
+    @tf.function
+    def averaged():
+        local = strategy.run(lambda: [tf.identity(tf.convert_to_tensor(v.value)) * 1.0 for v in variables])
+        return [strategy.reduce("MEAN", value, axis=None) for value in local]
+
+    with strategy.scope():
+        for variable, value in zip(variables, averaged()):
+            variable.assign(value)
+
+
+def _barrier(strategy) -> None:
+    """Wait until every worker gets here: one all-reduce across all replicas."""
+    import tensorflow as tf
+
+    @tf.function
+    def all_reduce_one():
+        return strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+    with strategy.scope():
+        all_reduce_one()
 
 
 def _multi_worker_workaround(model, image_size: int, num_labels: int) -> None:
@@ -540,11 +587,13 @@ def _tensorboard_available() -> bool:
     return True
 
 
-def _metrics(cfg: Config, num_labels: int) -> list:
+def _metrics(cfg: Config, num_labels: int, label_weights: Optional[np.ndarray] = None) -> list:
+    """micro-F1 at 0.5 and the multi-label PR-AUC (mean of per-label PR-AUCs, over the labels given weight 1)."""
     threshold = None if cfg.model.head == "softmax" else 0.5  # softmax: the arg-max class is the prediction
     return [
         keras.metrics.F1Score(average="micro", threshold=threshold, name="micro_f1"),
-        keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_labels, name="pr_auc"),
+        keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_labels, label_weights=label_weights,
+                          name="pr_auc"),
     ]
 
 
@@ -611,7 +660,11 @@ def predict_split(model, cfg: Config, split: str, num_labels: int) -> tuple[np.n
     from fashion_tf import data
 
     dataset = data.make_dataset(cfg.data, split, False, num_labels, with_ids=True)
-    forward = tf.function(lambda images: model(images, training=False), jit_compile=cfg.train.xla or None)
+
+    @tf.function(jit_compile=cfg.train.xla or None)
+    def forward(images):
+        return model(images, training=False)
+
     ids, scores, labels = [], [], []
     for images, batch_labels, batch_ids in dataset:
         scores.append(np.asarray(forward(images), dtype=np.float32))

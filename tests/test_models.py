@@ -31,7 +31,7 @@ def check_builds(name: str) -> keras.Model:
     model = build_model(ModelConfig(backbone=name, weights=None), C, size)
     scores = keras.ops.convert_to_numpy(model(images(2, size), training=False))
     assert scores.shape == (2, C) and scores.dtype == np.float32
-    assert np.all((scores > 0) & (scores < 1))
+    assert np.all(np.isfinite(scores)) and np.all((scores >= 0) & (scores <= 1))  # a random deep net may saturate
     assert backbone_of(model).name == "backbone"
     assert model.get_layer("scores").activation.__name__ == "sigmoid"
     return model

@@ -24,6 +24,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NUM_LABELS = 4
 SIZE = 32
+# Generous: on 2 cores shared with other jobs (load ~10) TF start-up plus tracing alone take 1-2 minutes.
+SUBPROCESS_TIMEOUT = 480
 
 
 def tiny_image(labels, rng, size=SIZE):
@@ -55,7 +57,7 @@ def write_tiny_shards(folder: Path, n_train=64, n_val=20, seed=0) -> Path:
                 writer.write(schema.serialize_example(
                     encoded, "jpeg", SIZE, SIZE, labels, f"{split}-{i}", hashlib.sha256(encoded).hexdigest()))
         info["splits"][split] = {"num_examples": count, "label_counts": counts.tolist(), "shards": [name]}
-    (folder / "dataset_info.json").write_text(json.dumps(info))
+    (folder / getattr(schema, "SHARD_INFO_FILE", "dataset_info.json")).write_text(json.dumps(info))
     LabelMap.from_ids([str(k + 1) for k in range(NUM_LABELS)]).to_json(folder / "label_map.json")
     return folder
 
@@ -195,7 +197,7 @@ def test_resume_after_sigkill_restores_epoch_and_optimizer_step(shards, tmp_path
     first = subprocess.Popen(base + cli_args(shards, run, train__epochs=40, **common), cwd=REPO,
                              env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
     state_file = run / "checkpoints" / "last.json"
-    deadline = time.time() + 150
+    deadline = time.time() + SUBPROCESS_TIMEOUT
     try:
         while time.time() < deadline and first.poll() is None:
             if state_file.is_file() and json.loads(state_file.read_text())["epoch"] >= 2:
@@ -214,7 +216,7 @@ def test_resume_after_sigkill_restores_epoch_and_optimizer_step(shards, tmp_path
     assert done >= 2 and state["iterations"] == done * steps
 
     resumed = subprocess.run(base + cli_args(shards, run, train__epochs=done + 2, **common) + ["--resume"],
-                             cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+                             cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     output = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, output[-3000:]
     assert f"resuming after epoch {done}" in output
@@ -241,7 +243,7 @@ def test_multi_worker_mirrored_two_local_workers_end_with_same_weights(shards, t
     run = tmp_path / "run"
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     args = [sys.executable, "-m", "fashion_tf.train"] + cli_args(
-        shards, run, train__strategy="multi_worker", data__batch_size=4, train__epochs=2, train__steps_per_epoch=3)
+        shards, run, train__strategy="multi_worker", data__batch_size=4, train__epochs=1, train__steps_per_epoch=3)
     procs, logs = [], []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
@@ -249,7 +251,7 @@ def test_multi_worker_mirrored_two_local_workers_end_with_same_weights(shards, t
         procs.append(subprocess.Popen(args, cwd=REPO, env=subprocess_env(TF_CONFIG=tf_config),
                                       stdout=logs[-1], stderr=subprocess.STDOUT))
     try:
-        codes = [p.wait(timeout=240) for p in procs]
+        codes = [p.wait(timeout=SUBPROCESS_TIMEOUT) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -284,7 +286,7 @@ from fashion_tf.models import build_model
 shards, out = Path({shards!r}), Path({out!r})
 init = out / "init.weights.h5"
 common = dict(model__dense_units=16, train__optimizer="sgd", train__momentum=0.0, train__weight_decay=0.0,
-              train__learning_rate=0.2, train__epochs=2, train__steps_per_epoch=4, train__freeze_backbone_epochs=2,
+              train__learning_rate=0.2, train__epochs=1, train__steps_per_epoch=4, train__freeze_backbone_epochs=1,
               train__restore_best=False, data__deterministic=True, data__cache=False)
 cfg = load_config(None, overrides(shards, out / "x", **common))
 out.mkdir(parents=True, exist_ok=True)
@@ -305,7 +307,7 @@ print("RESULT " + json.dumps(results))
 def test_mirrored_two_cpus_matches_one_device_for_same_global_batch(shards, tmp_path):
     script = MIRRORED_SCRIPT.format(tests=str(Path(__file__).parent), shards=str(shards), out=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     result = json.loads(done.stdout.split("RESULT ", 1)[1])
     assert result["mirrored"] == 2 and result["one_device"] == 1
