@@ -61,9 +61,18 @@ def _preprocessing_layer(kind: str) -> Optional[keras.layers.Layer]:
 
 
 # ---- small_cnn --------------------------------------------------------------------------
+# Keras' default BN momentum (0.99) lets the running statistics lag far behind in the few hundred steps
+# of a short CPU run (validation F1 0.21 vs 0.67 on the synthetic set); 0.9 settles in time.
+BN_MOMENTUM = 0.9
+
+
+def _bn(name: str, **kwargs):
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=name, **kwargs)
+
+
 def _conv_bn_relu(x, filters: int, stride: int, name: str):
     x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = _bn(f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -72,10 +81,10 @@ def _residual_block(x, filters: int, stride: int, name: str):
     y = _conv_bn_relu(x, filters, stride, f"{name}_a")
     y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_b_conv")(y)
     # Zero-init the last BN scale: each block starts as identity, which trains faster from scratch.
-    y = keras.layers.BatchNormalization(gamma_initializer="zeros", name=f"{name}_b_bn")(y)
+    y = _bn(f"{name}_b_bn", gamma_initializer="zeros")(y)
     if stride != 1 or shortcut.shape[-1] != filters:
         shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj_conv")(x)
-        shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = _bn(f"{name}_proj_bn")(shortcut)
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
 
 

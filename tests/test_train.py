@@ -57,7 +57,7 @@ def write_tiny_shards(folder: Path, n_train=64, n_val=20, seed=0) -> Path:
                 writer.write(schema.serialize_example(
                     encoded, "jpeg", SIZE, SIZE, labels, f"{split}-{i}", hashlib.sha256(encoded).hexdigest()))
         info["splits"][split] = {"num_examples": count, "label_counts": counts.tolist(), "shards": [name]}
-    (folder / getattr(schema, "SHARD_INFO_FILE", "dataset_info.json")).write_text(json.dumps(info))
+    (folder / schema.SHARD_INFO_FILE).write_text(json.dumps(info))
     LabelMap.from_ids([str(k + 1) for k in range(NUM_LABELS)]).to_json(folder / "label_map.json")
     return folder
 
