@@ -493,6 +493,19 @@ def _balance_filter(records, data_cfg: DataConfig, split: str, num_labels: int, 
     return numbered.filter(lambda index, serialized: keep(serialized, make_seed(index))).map(lambda _, s: s)
 
 
+def decode_for_eval(encoded, data_cfg: DataConfig, height=None, width=None):
+    """Encoded image -> float32 [S, S, 3] in [0, 255] without augmentation: optional central crop, then resize.
+
+    The one definition of evaluation/inference pixels: the eval pipeline and fashion_tf.predict both use it.
+    """
+    min_size = data_cfg.image_size if data_cfg.jpeg_dct_scaling else None
+    if data_cfg.eval_crop_fraction < 1.0:
+        image = decode_central_crop(encoded, data_cfg.eval_crop_fraction, min_size)
+    else:
+        image = decode_full(encoded, min_size, height, width)
+    return resize(image, data_cfg.image_size)
+
+
 def _example_fn(data_cfg: DataConfig, training: bool, num_labels: int, with_ids: bool, augment: Sequence[str]):
     """(serialized[, seed]) -> (image, labels[, id]) for one example: parse, decode, [flip the uint8 window],
     resize, per-image float augmentations. (Batching uint8 and casting per batch was measured slower.)"""
@@ -505,22 +518,23 @@ def _example_fn(data_cfg: DataConfig, training: bool, num_labels: int, with_ids:
     def fn(serialized, seed=None):
         parsed = schema.parse_example(serialized, features)
         encoded = parsed[schema.ENCODED]
-        seeds = tf.random.experimental.stateless_split(seed, 5) if training else None
-        if "crop" in augment:
-            image = decode_random_crop(encoded, data_cfg.crop_min_area, seeds[0], min_size)
-        elif not training and data_cfg.eval_crop_fraction < 1.0:
-            image = decode_central_crop(encoded, data_cfg.eval_crop_fraction, min_size)
+        if not training:
+            image = decode_for_eval(encoded, data_cfg, parsed[schema.HEIGHT], parsed[schema.WIDTH])
         else:
-            image = decode_full(encoded, min_size, parsed[schema.HEIGHT], parsed[schema.WIDTH])
-        if "flip" in augment:
-            image = random_flip(image, seeds[1])
-        image = resize(image, size)
-        if "rotate" in augment and data_cfg.rotate_degrees > 0:
-            image = rotate(image, data_cfg.rotate_degrees, seeds[2])
-        if "color" in augment and data_cfg.color_jitter > 0:
-            image = color_jitter(image, data_cfg.color_jitter, seeds[3])
-        if "randaugment" in augment and data_cfg.randaugment_ops > 0:
-            image = randaugment(image, data_cfg.randaugment_ops, data_cfg.randaugment_magnitude, seeds[4])
+            seeds = tf.random.experimental.stateless_split(seed, 5)
+            if "crop" in augment:
+                image = decode_random_crop(encoded, data_cfg.crop_min_area, seeds[0], min_size)
+            else:
+                image = decode_full(encoded, min_size, parsed[schema.HEIGHT], parsed[schema.WIDTH])
+            if "flip" in augment:
+                image = random_flip(image, seeds[1])
+            image = resize(image, size)
+            if "rotate" in augment and data_cfg.rotate_degrees > 0:
+                image = rotate(image, data_cfg.rotate_degrees, seeds[2])
+            if "color" in augment and data_cfg.color_jitter > 0:
+                image = color_jitter(image, data_cfg.color_jitter, seeds[3])
+            if "randaugment" in augment and data_cfg.randaugment_ops > 0:
+                image = randaugment(image, data_cfg.randaugment_ops, data_cfg.randaugment_magnitude, seeds[4])
         labels = schema.multi_hot(parsed[schema.LABEL], num_labels)
         if with_ids:
             return image, labels, parsed[schema.SOURCE_ID]

@@ -121,22 +121,12 @@ def load_model(run: Run):
 
 # ---------------------------------------------------------------------------- images
 def decode_image(data: bytes, data_cfg):
-    """Encoded bytes (JPEG, PNG, GIF, BMP) -> float32 [S, S, 3] in [0, 255], as the evaluation pipeline does it.
-
-    Composed from fashion_tf.data's own decode and resize functions, in the order of its evaluation branch
-    (optional central crop, then bilinear resize), so predict sees exactly the pixels that evaluate saw.
-    """
+    """Encoded bytes (JPEG, PNG, GIF, BMP) -> float32 [S, S, 3] in [0, 255], exactly as evaluation decodes."""
     import tensorflow as tf
 
-    from fashion_tf import data as pipeline
+    from fashion_tf.data import decode_for_eval
 
-    encoded = tf.constant(data)
-    fraction = float(getattr(data_cfg, "eval_crop_fraction", 1.0))
-    if fraction < 1.0:
-        image = pipeline.decode_central_crop(encoded, fraction)
-    else:
-        image = pipeline.decode_full(encoded)
-    return pipeline.resize(image, data_cfg.image_size)
+    return decode_for_eval(tf.constant(data), data_cfg)
 
 
 def is_url(text: str) -> bool:
