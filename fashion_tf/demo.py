@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,9 @@ class Pipeline:
             return False
         print(f"\n== {name}: {' '.join(args)}", flush=True)
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, *args], cwd=REPO)
+        # Quieter TensorFlow C++ logging: its start-up notices drown the stages' own progress lines.
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        result = subprocess.run([sys.executable, *args], cwd=REPO, env=env)
         self.times[name] = time.perf_counter() - start
         if result.returncode != 0:
             raise UserError(f"demo stage '{name}' failed (exit {result.returncode}); its output is above")
@@ -60,10 +63,12 @@ def _summary(pipeline: Pipeline, out: Path, run_dir: Path, tfrecords: Path, tota
         lines.append(f"images in shards: {counts}, labels: {info['num_labels']}")
     report = _read_json(run_dir / "threshold_report.json")
     if report:
-        headline = report.get("headline", {})
-        for key, value in headline.items():
-            if isinstance(value, (int, float)):
-                lines.append(f"{key}: {value:.4f}")
+        headline = report["headline"]
+        lines.append(
+            f"micro-F1 on {report['evaluation']}: at 0.5 {headline['at_0.5']['micro']['mean']:.4f}, "
+            f"best global threshold {headline['best_global']['micro']['mean']:.4f}, "
+            f"per-label thresholds {headline['per_label']['micro']['mean']:.4f}"
+        )
     metrics = _read_json(run_dir / "metrics.json")
     if metrics:
         for key in ("micro_f1", "macro_f1", "samples_f1", "mAP"):

@@ -873,8 +873,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="make_tfrecords.py",
-        description="Write images + labels as sharded TFRecords (train/validation[/test]) with a label map, "
-        f"{schema.SHARD_INFO_FILE}, label_map.json and TFDS metadata; or --verify an output folder.",
+        description="Write images + labels as sharded TFRecords (train/validation[/test]) with "
+        f"{schema.SHARD_INFO_FILE}, label_map.json (the label map) and TFDS metadata; or --verify an output folder.",
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--input", type=Path, help="download folder (manifest.jsonl), iMaterialist JSON, "
