@@ -487,3 +487,37 @@ def test_cli_help_shows_defaults():
     result = subprocess.run([sys.executable, str(TOOL), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "--shard-size-mb" in result.stdout and "(default: 128.0)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "mode, save_kwargs",
+    [
+        ("RGB", {"format": "JPEG"}),
+        ("RGB", {"format": "JPEG", "progressive": True}),
+        ("L", {"format": "JPEG"}),
+        ("CMYK", {"format": "JPEG"}),
+        ("RGB", {"format": "JPEG", "exif": b"Exif\x00\x00" + b"\x00" * 300, "icc_profile": b"\x00" * 700}),
+        ("RGBA", {"format": "PNG"}),
+        ("P", {"format": "PNG"}),
+    ],
+)
+def test_header_sizes_match_pillow(mode, save_kwargs):
+    from PIL import Image
+
+    from fashion_tf.make_tfrecords import image_format, jpeg_size, png_size
+
+    buffer = io.BytesIO()
+    Image.new(mode, (37, 23)).save(buffer, **save_kwargs)
+    data = buffer.getvalue()
+    size = jpeg_size(data) if image_format(data) == "jpeg" else png_size(data)
+    assert size == (23, 37)
+
+
+def test_header_size_of_broken_bytes_is_none_and_pillow_decides():
+    from fashion_tf.make_tfrecords import ImageProblem, jpeg_size, png_size, prepare_image
+
+    assert jpeg_size(b"\xff\xd8\xff\xe0\x00") is None
+    assert jpeg_size(b"\xff\xd8\xff\xda\x00\x08" + b"\x00" * 20) is None
+    assert png_size(b"\x89PNG\r\n\x1a\n" + b"\x00" * 4) is None
+    with pytest.raises(ImageProblem):
+        prepare_image(b"\xff\xd8\xff\xe0\x00\x10JFIF", None)
