@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -93,14 +94,20 @@ def ensure_img2dataset() -> Path:
     return binary
 
 
-def timed(command: list[str], log: Path) -> float:
+def timed(command: list[str], log: Path) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds (user + system) of the command and every process it waited for.
+
+    CPU time is the steadier figure on a shared machine: the server runs in this process, so the
+    clients' CPU is all that the tools themselves spend."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     with open(log, "w") as handle:
         result = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
     elapsed = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"{command[0]} failed (exit {result.returncode}); see {log}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def judge(outputs: dict[str, list[Path]], kinds: dict[str, str]) -> dict:
@@ -141,21 +148,21 @@ def judge(outputs: dict[str, list[Path]], kinds: dict[str, str]) -> dict:
     }
 
 
-def run_ours(work: Path, source: Path, workers: int, repeat: int = 0) -> tuple[float, dict]:
+def run_ours(work: Path, source: Path, workers: int, repeat: int = 0) -> tuple[tuple[float, float], dict]:
     out = work / f"ours_{repeat}"
     command = [sys.executable, str(REPO / "tools" / "download_images.py"), "--input", str(source), "--output-dir", str(out),
                "--workers", str(workers), "--retries", "2", "--timeout", "10", "--no-progress",
                "--summary-json", str(work / "ours_summary.json")]
-    elapsed = timed(command, work / "ours.log")
+    timing = timed(command, work / "ours.log")
     outputs: dict[str, list[Path]] = {}
     for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         if row["status"] == "ok":
             outputs.setdefault(row["image_id"], []).append(out / row["path"])
-    return elapsed, outputs
+    return timing, outputs
 
 
-def run_img2dataset(work: Path, source: Path, workers: int, repeat: int = 0) -> tuple[float, dict]:
+def run_img2dataset(work: Path, source: Path, workers: int, repeat: int = 0) -> tuple[tuple[float, float], dict]:
     binary = ensure_img2dataset()
     out = work / f"img2dataset_{repeat}"
     command = [str(binary), "--url_list", str(source), "--input_format", "csv", "--url_col", "url",
@@ -163,14 +170,14 @@ def run_img2dataset(work: Path, source: Path, workers: int, repeat: int = 0) -> 
                "--processes_count", "1", "--thread_count", str(workers), "--resize_mode", "no",
                "--skip_reencode", "True", "--retries", "2", "--timeout", "10", "--extract_exif", "False",
                "--disallowed_header_directives", "[]"]
-    elapsed = timed(command, work / "img2dataset.log")
+    timing = timed(command, work / "img2dataset.log")
     outputs: dict[str, list[Path]] = {}
     for meta in out.glob("*/*.json"):
         row = json.loads(meta.read_text(encoding="utf-8"))
         image = meta.with_suffix(".jpg")
         if row.get("status") == "success" and image.exists():
             outputs.setdefault(str(row["image_id"]), []).append(image)
-    return elapsed, outputs
+    return timing, outputs
 
 
 def bench_downloaders(args) -> dict:
@@ -185,27 +192,34 @@ def bench_downloaders(args) -> dict:
         runs = {"fashion_tf": [], "img2dataset": []}
         for repeat in range(args.repeat):  # alternate the tools so that a change of machine load hits both
             server.reset()
-            elapsed, outputs = run_ours(work, ours_input, args.workers, repeat)
-            runs["fashion_tf"].append({"wall_s": round(elapsed, 2), **judge(outputs, kinds)})
+            (elapsed, cpu), outputs = run_ours(work, ours_input, args.workers, repeat)
+            runs["fashion_tf"].append({"wall_s": round(elapsed, 2), **_cpu_figures(cpu, len(kinds)), **judge(outputs, kinds)})
             print("fashion_tf:", runs["fashion_tf"][-1], flush=True)
             shutil.rmtree(work / f"ours_{repeat}", ignore_errors=True)
             if not args.skip_img2dataset:
                 server.reset()  # same faults again: 503 countdowns and cut-once restart
-                elapsed, outputs = run_img2dataset(work, their_input, args.workers, repeat)
-                runs["img2dataset"].append({"wall_s": round(elapsed, 2), **judge(outputs, kinds)})
+                (elapsed, cpu), outputs = run_img2dataset(work, their_input, args.workers, repeat)
+                runs["img2dataset"].append({"wall_s": round(elapsed, 2), **_cpu_figures(cpu, len(kinds)), **judge(outputs, kinds)})
                 print("img2dataset:", runs["img2dataset"][-1], flush=True)
                 shutil.rmtree(work / f"img2dataset_{repeat}", ignore_errors=True)
         for tool, tool_runs in runs.items():
             if tool_runs:
                 walls = sorted(run["wall_s"] for run in tool_runs)
                 worst = max(tool_runs, key=lambda run: (run["broken_files_accepted"], run["recoverable_missed"]))
-                results[tool] = {**worst, "wall_s": walls[len(walls) // 2], "wall_s_runs": [run["wall_s"] for run in tool_runs]}
+                cpus = sorted(run["cpu_ms_per_image"] for run in tool_runs)
+                results[tool] = {**worst, "wall_s": walls[len(walls) // 2], "wall_s_runs": [run["wall_s"] for run in tool_runs],
+                                 "cpu_ms_per_image": cpus[len(cpus) // 2], "cpu_ms_per_image_runs": [run["cpu_ms_per_image"] for run in tool_runs]}
         if runs["img2dataset"]:
-            ratios = sorted(a["wall_s"] / b["wall_s"] for a, b in zip(runs["fashion_tf"], runs["img2dataset"]))
-            results["wall_ratio_runs"] = [round(r, 3) for r in ratios]
-            results["wall_ratio_ours_over_img2dataset"] = round(ratios[len(ratios) // 2], 3)
+            for figure, name in (("wall_s", "wall"), ("cpu_s", "cpu")):
+                ratios = sorted(a[figure] / b[figure] for a, b in zip(runs["fashion_tf"], runs["img2dataset"]))
+                results[f"{name}_ratio_runs"] = [round(r, 3) for r in ratios]
+                results[f"{name}_ratio_ours_over_img2dataset"] = round(ratios[len(ratios) // 2], 3)
     shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def _cpu_figures(cpu_s: float, images: int) -> dict:
+    return {"cpu_s": round(cpu_s, 2), "cpu_ms_per_image": round(1000 * cpu_s / images, 3)}
 
 
 # ----------------------------------------------------------------------------- sources memory
@@ -282,16 +296,19 @@ def markdown(results: dict) -> str:
     d = results.get("download")
     if d:
         lines += [f"## Downloaders: {d['images']} images, {d['workers']} workers each, faults {d['faults']}", "",
-                  "| tool | median wall s (runs) | recovered / recoverable (worst run) | recoverable missed | broken files accepted |",
-                  "|---|---|---|---|---|"]
+                  "| tool | median wall s (runs) | median client CPU ms/image (runs) | recovered / recoverable (worst run) | recoverable missed | broken files accepted |",
+                  "|---|---|---|---|---|---|"]
         for tool in ("fashion_tf", "img2dataset"):
             if tool in d:
                 r = d[tool]
-                lines.append(f"| {tool} | {r['wall_s']} ({', '.join(map(str, r['wall_s_runs']))}) | {r['recovered']} / {r['recoverable']} "
+                lines.append(f"| {tool} | {r['wall_s']} ({', '.join(map(str, r['wall_s_runs']))}) "
+                             f"| {r['cpu_ms_per_image']} ({', '.join(map(str, r['cpu_ms_per_image_runs']))}) | {r['recovered']} / {r['recoverable']} "
                              f"| {r['recoverable_missed']} | {r['broken_files_accepted']} |")
         if "wall_ratio_ours_over_img2dataset" in d:
             lines += ["", f"Wall time ratio fashion_tf / img2dataset, median of alternated pairs: "
-                          f"**{d['wall_ratio_ours_over_img2dataset']}** (pairs {d['wall_ratio_runs']}; goal <= 0.5)."]
+                          f"**{d['wall_ratio_ours_over_img2dataset']}** (pairs {d['wall_ratio_runs']}; goal <= 0.5).",
+                      f"Client CPU ratio (user + system of the tool's processes; the server runs in the benchmark): "
+                      f"**{d['cpu_ratio_ours_over_img2dataset']}** (pairs {d['cpu_ratio_runs']})."]
         lines += ["", "img2dataset reads one URL per image, so the images reachable only through a second URL are not recoverable for it."]
     s = results.get("sources")
     if s:
