@@ -30,8 +30,7 @@ def _stage_exists(module: str | None = None, script: str | None = None) -> bool:
 class Pipeline:
     """Runs stage commands in order, timing each, and skipping the stages that do not exist yet."""
 
-    def __init__(self, out: Path):
-        self.out = out
+    def __init__(self):
         self.times: dict[str, float] = {}
         self.skipped: list[str] = []
 
@@ -55,7 +54,7 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _summary(pipeline: Pipeline, out: Path, run_dir: Path, tfrecords: Path, total: float) -> str:
+def _summary(pipeline: Pipeline, run_dir: Path, tfrecords: Path, total: float) -> str:
     lines = ["", "== demo summary"]
     info = _read_json(tfrecords / "shard_info.json")
     if info:
@@ -104,7 +103,7 @@ def main(argv=None) -> int:
     from fashion_tf.testserver import serve_folder
 
     start = time.perf_counter()
-    pipeline = Pipeline(out)
+    pipeline = Pipeline()
     with serve_folder(source) as server:
         pipeline.run(
             "generate", ["-m", "fashion_tf.synthetic", "--out", str(source), "--n", str(args.n),
@@ -125,7 +124,7 @@ def main(argv=None) -> int:
     sample_images = sorted((download / "images").glob("*.jpg"))[:3]
     pipeline.run("predict", ["-m", "fashion_tf.predict", "--run-dir", str(run_dir), *map(str, sample_images)],
                  _stage_exists("fashion_tf.predict") and bool(sample_images))
-    print(_summary(pipeline, out, run_dir, tfrecords, time.perf_counter() - start))
+    print(_summary(pipeline, run_dir, tfrecords, time.perf_counter() - start))
     return 0
 
 
