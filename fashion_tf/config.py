@@ -50,7 +50,7 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "efficientnet_b0"
     weights: Optional[str] = "imagenet"  # "imagenet", null (from scratch) or a weights file path
-    head: str = "sigmoid"  # sigmoid (multi-label) | softmax (one class per image)
+    head: str = "sigmoid"  # sigmoid (multi-label) | softmax (one class per image) | group_softmax (see README)
     pooling: str = "avg"  # avg | max
     dropout: float = 0.2
     dense_units: int = 0  # 0: no extra dense layer before the output
@@ -106,7 +106,7 @@ class Config:
 
 CHOICES = {
     "data.balance": ("none", "rejection"),
-    "model.head": ("sigmoid", "softmax"),
+    "model.head": ("sigmoid", "softmax", "group_softmax"),
     "model.pooling": ("avg", "max"),
     "loss.name": ("focal", "bce", "asl"),
     "train.lr_scaling": ("linear", "none"),

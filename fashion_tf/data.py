@@ -108,6 +108,18 @@ def label_counts(tfrecords_dir, split: str) -> np.ndarray:
     return np.asarray(counts, dtype=np.int64)
 
 
+def single_choice_groups(tfrecords_dir) -> dict[str, list[int]]:
+    """{group: label indices} of the groups make_tfrecords found single-choice (no image with two of their labels)."""
+    groups = dataset_info(tfrecords_dir).get("groups")
+    if not isinstance(groups, dict):
+        raise UserError(f"{Path(tfrecords_dir) / DATASET_INFO}: no 'groups' (rewrite the shards with make_tfrecords)")
+    return {
+        name: [int(i) for i in group["labels"]]
+        for name, group in groups.items()
+        if group.get("exclusive") and len(group.get("labels", [])) > 1
+    }
+
+
 def shard_files(tfrecords_dir, split: str) -> list[str]:
     """Full paths of the split's shards, in the order shard_info.json lists them."""
     folder = Path(tfrecords_dir)

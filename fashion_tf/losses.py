@@ -1,6 +1,7 @@
 """Multi-label losses on sigmoid probabilities, computed in float32: focal, weighted BCE and ASL.
 
     make_loss(loss_cfg, label_counts=None, num_examples=None) -> keras.losses.Loss
+    make_group_softmax_loss(...)   per-group cross-entropy for the group_softmax head
 
 Every loss takes y_true multi-hot [B, C] and y_pred probabilities [B, C] (the model's float32 sigmoid
 output), returns one value per example (the mean over the C labels) and Keras averages over the batch.
@@ -201,6 +202,69 @@ def make_loss(
             label_smoothing=loss_cfg.label_smoothing,
         )
     raise UserError(f"loss.name: unknown loss {loss_cfg.name!r} (known: focal, bce, asl)")
+
+
+@keras.saving.register_keras_serializable(package="fashion_tf")
+class GroupSoftmaxLoss(keras.losses.Loss):
+    """For a group_softmax head: cross-entropy within each single-choice group, a multi-label loss for the rest.
+
+    Per example: (sum over groups the image has a label in of -sum_i y_i log p_i
+                  + the independent labels' loss summed over them) / (groups + independent labels).
+    An image without a label in a group (the attribute is unknown) adds nothing for that group.
+    """
+
+    def __init__(self, groups, num_labels: int, independent_loss=None, label_smoothing: float = 0.0, **kwargs):
+        kwargs.setdefault("name", "group_softmax_loss")
+        super().__init__(**kwargs)
+        self.groups = [[int(i) for i in group] for group in groups]
+        self.num_labels = int(num_labels)
+        in_groups = {i for group in self.groups for i in group}
+        self.independent = [i for i in range(self.num_labels) if i not in in_groups]
+        if isinstance(independent_loss, dict):
+            independent_loss = keras.saving.deserialize_keras_object(independent_loss)
+        if self.independent and independent_loss is None:
+            raise ValueError("group_softmax: labels outside the groups need an independent (multi-label) loss")
+        self.independent_loss = independent_loss
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        y_true = ops.cast(y_true, "float32")
+        p = ops.clip(ops.cast(y_pred, "float32"), EPSILON, 1.0)
+        total = 0.0
+        for group in self.groups:
+            target = ops.take(y_true, group, axis=-1)
+            has_label = ops.cast(ops.sum(target, axis=-1) > 0, "float32")
+            if self.label_smoothing > 0:
+                target = target * (1.0 - self.label_smoothing) + self.label_smoothing / len(group)
+            cross_entropy = -ops.sum(target * ops.log(ops.take(p, group, axis=-1)), axis=-1)
+            total = total + has_label * cross_entropy
+        if self.independent:
+            independent = self.independent_loss.call(
+                ops.take(y_true, self.independent, axis=-1), ops.take(y_pred, self.independent, axis=-1)
+            )
+            total = total + independent * len(self.independent)
+        return total / (len(self.groups) + len(self.independent))
+
+    def get_config(self):
+        config = super().get_config()
+        inner = None if self.independent_loss is None else keras.saving.serialize_keras_object(self.independent_loss)
+        return {**config, "groups": self.groups, "num_labels": self.num_labels, "independent_loss": inner,
+                "label_smoothing": self.label_smoothing}
+
+
+def make_group_softmax_loss(
+    loss_cfg: LossConfig, groups: Sequence[Sequence[int]], num_labels: int,
+    label_counts: Optional[Sequence[float]] = None, num_examples: Optional[int] = None,
+) -> GroupSoftmaxLoss:
+    """Cross-entropy per single-choice group plus the configured loss (loss.name) on the other labels."""
+    in_groups = {int(i) for group in groups for i in group}
+    independent = [i for i in range(num_labels) if i not in in_groups]
+    inner = None
+    if independent:
+        counts = None if label_counts is None else np.asarray(label_counts)[independent]
+        inner = make_loss(loss_cfg, counts, num_examples)
+    return GroupSoftmaxLoss(groups, num_labels, inner, label_smoothing=loss_cfg.label_smoothing)
 
 
 def make_softmax_loss(loss_cfg: LossConfig) -> keras.losses.Loss:

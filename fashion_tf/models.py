@@ -50,6 +50,42 @@ class CaffePreprocess(keras.layers.Layer):
         return bgr - keras.ops.convert_to_tensor(CAFFE_BGR_MEAN, dtype=bgr.dtype)
 
 
+@keras.saving.register_keras_serializable(package="fashion_tf")
+class GroupSoftmax(keras.layers.Layer):
+    """Logits [B, C] -> probabilities: a softmax across the labels of each single-choice group, a sigmoid for the rest.
+
+    The output keeps the label order, so thresholds, evaluation and prediction read it like a sigmoid head.
+    """
+
+    def __init__(self, groups, num_labels: int, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = [[int(i) for i in group] for group in groups]
+        self.num_labels = int(num_labels)
+        grouped = [i for group in self.groups for i in group]
+        if len(set(grouped)) != len(grouped) or any(not 0 <= i < self.num_labels for i in grouped):
+            raise ValueError("group_softmax: groups must be disjoint label indices below num_labels")
+        in_groups = set(grouped)
+        self.independent = [i for i in range(self.num_labels) if i not in in_groups]
+        order = grouped + self.independent
+        self.restore_order = [0] * self.num_labels
+        for position, label in enumerate(order):
+            self.restore_order[label] = position
+
+    def call(self, logits):
+        ops = keras.ops
+        logits = ops.cast(logits, "float32")
+        parts = [ops.softmax(ops.take(logits, group, axis=-1), axis=-1) for group in self.groups]
+        if self.independent:
+            parts.append(ops.sigmoid(ops.take(logits, self.independent, axis=-1)))
+        return ops.take(ops.concatenate(parts, axis=-1), self.restore_order, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups, "num_labels": self.num_labels}
+
+
 def _preprocessing_layer(kind: str) -> Optional[keras.layers.Layer]:
     if kind == "tf":
         return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
@@ -127,8 +163,13 @@ def _build_backbone(model_cfg: ModelConfig, spec: BackboneSpec, input_shape: tup
         ) from None
 
 
-def build_model(model_cfg: ModelConfig, num_labels: int, image_size: int) -> keras.Model:
-    """Preprocessing + backbone + head, output `scores` [B, num_labels] float32 (sigmoid or softmax).
+def build_model(
+    model_cfg: ModelConfig, num_labels: int, image_size: int, softmax_groups: Optional[list] = None
+) -> keras.Model:
+    """Preprocessing + backbone + head, output `scores` [B, num_labels] float32 (sigmoid, softmax or group_softmax).
+
+    softmax_groups (head "group_softmax"): label-index lists of the single-choice groups, each given one
+    softmax; labels outside them keep a sigmoid.
 
     model_cfg.weights: "imagenet" (backbone only), None, or a local file: a keras-applications backbone
     weights file (.h5, given to the application) or a full-model file of ours (.keras / .weights.h5,
@@ -167,9 +208,13 @@ def build_model(model_cfg: ModelConfig, num_labels: int, image_size: int) -> ker
         x = keras.layers.Dense(model_cfg.dense_units, activation="relu", name="dense")(x)
         if model_cfg.dropout > 0:
             x = keras.layers.Dropout(model_cfg.dropout, name="dense_dropout")(x)
-    activation = "softmax" if model_cfg.head == "softmax" else "sigmoid"
     # float32 output even under a mixed policy: losses and metrics need full precision probabilities.
-    outputs = keras.layers.Dense(num_labels, activation=activation, dtype="float32", name=OUTPUT_LAYER)(x)
+    if model_cfg.head == "group_softmax":
+        logits = keras.layers.Dense(num_labels, dtype="float32", name="logits")(x)
+        outputs = GroupSoftmax(softmax_groups or [], num_labels, dtype="float32", name=OUTPUT_LAYER)(logits)
+    else:
+        activation = "softmax" if model_cfg.head == "softmax" else "sigmoid"
+        outputs = keras.layers.Dense(num_labels, activation=activation, dtype="float32", name=OUTPUT_LAYER)(x)
     model = keras.Model(inputs, outputs, name=f"fashion_{model_cfg.backbone}")
     if full_model_file:
         _load_full_model_weights(model, weights)

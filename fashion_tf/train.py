@@ -344,7 +344,7 @@ def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> d
     """Train as configured; returns the summary dict (also written to summary.json)."""
     from fashion_tf import data
     from fashion_tf.labels import LabelMap
-    from fashion_tf.losses import make_loss, make_softmax_loss
+    from fashion_tf.losses import make_group_softmax_loss, make_loss, make_softmax_loss
     from fashion_tf.models import build_model, set_backbone_trainable
 
     warnings.filterwarnings("ignore", message="Your input ran out of data")  # the finite validation pass
@@ -383,6 +383,11 @@ def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> d
     plan = Plan(num_labels, num_train, num_val, replicas, global_batch, learning_rate, steps_per_epoch,
                 freeze_epochs, policy, run_dir, role, data.label_counts(tfrecords, cfg.data.train_split))
     _print_plan(cfg, plan, strategy, state)
+    softmax_groups = data.single_choice_groups(tfrecords) if cfg.model.head == "group_softmax" else {}
+    if cfg.model.head == "group_softmax":
+        print(f"group_softmax: one softmax each for {', '.join(softmax_groups) or 'no group'}; "
+              f"{num_labels - sum(map(len, softmax_groups.values()))} labels keep a sigmoid and loss.name={cfg.loss.name}",
+              flush=True)
 
     total_steps = epochs * steps_per_epoch
     schedule = WarmupSchedule(
@@ -398,9 +403,11 @@ def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> d
     # BatchNorm of a pretrained backbone stays frozen (inference mode) when fine-tuning after a frozen phase.
     keep_bn_frozen = cfg.model.weights is not None and freeze_epochs > 0
     with strategy.scope():
-        model = build_model(cfg.model, num_labels, cfg.data.image_size)
+        model = build_model(cfg.model, num_labels, cfg.data.image_size, list(softmax_groups.values()))
         if cfg.model.head == "softmax":
             loss = make_softmax_loss(cfg.loss)
+        elif cfg.model.head == "group_softmax":
+            loss = make_group_softmax_loss(cfg.loss, list(softmax_groups.values()), num_labels, plan.label_counts, num_train)
         else:
             loss = make_loss(cfg.loss, plan.label_counts, num_train)
         optimizer = make_optimizer(cfg, schedule, policy)

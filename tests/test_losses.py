@@ -13,9 +13,11 @@ from fashion_tf.errors import UserError
 from fashion_tf.losses import (
     AsymmetricLoss,
     FocalLoss,
+    GroupSoftmaxLoss,
     WeightedBinaryCrossentropy,
     inverse_frequency_alpha,
     inverse_frequency_weights,
+    make_group_softmax_loss,
     make_loss,
 )
 
@@ -125,3 +127,29 @@ def test_losses_are_float32_and_survive_serialization(cfg):
 def test_saturated_probabilities_give_finite_loss():
     for loss in (FocalLoss(), WeightedBinaryCrossentropy(pos_weight=5.0), AsymmetricLoss()):
         assert math.isfinite(value(loss, [[1, 0]], [[0.0, 1.0]]))
+
+
+def test_group_softmax_loss_worked_example():
+    # labels 0-1 one group, 2-4 another, 5 independent (BCE)
+    loss = make_group_softmax_loss(LossConfig(name="bce"), [[0, 1], [2, 3, 4]], 6)
+    y = [[0, 1, 0, 0, 1, 1]]
+    p = [[0.3, 0.7, 0.2, 0.3, 0.5, 0.8]]
+    expected = (-math.log(0.7) - math.log(0.5) - math.log(0.8)) / 3
+    assert value(loss, y, p) == pytest.approx(expected, rel=1e-5)
+
+
+def test_group_softmax_loss_skips_a_group_the_image_has_no_label_in():
+    loss = GroupSoftmaxLoss([[0, 1], [2, 3]], 4)
+    # second group unknown for this image: only the first group's cross-entropy counts
+    assert value(loss, [[1, 0, 0, 0]], [[0.25, 0.75, 0.5, 0.5]]) == pytest.approx(-math.log(0.25) / 2, rel=1e-5)
+
+
+def test_group_softmax_loss_label_smoothing_and_serialization():
+    loss = make_group_softmax_loss(LossConfig(name="focal", label_smoothing=0.2), [[0, 1]], 3, label_counts=[5, 5, 2])
+    y = np.array([[1, 0, 1]], np.float32)
+    p = np.array([[0.6, 0.4, 0.7]], np.float32)
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert float(restored(y, p)) == pytest.approx(float(loss(y, p)), rel=1e-6)
+    focal_part = float(FocalLoss(alpha=0.25, label_smoothing=0.2).call(y[:, 2:], p[:, 2:])[0])
+    smoothed = -(0.9 * math.log(0.6) + 0.1 * math.log(0.4))
+    assert float(loss(y, p)) == pytest.approx((smoothed + focal_part) / 2, rel=1e-5)

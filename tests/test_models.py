@@ -138,3 +138,25 @@ def test_caffe_preprocessing_layer_is_serializable():
 def test_bad_model_settings_are_user_errors(cfg, size, message):
     with pytest.raises(UserError, match=message):
         build_model(cfg, C, size)
+
+
+def test_group_softmax_head_sums_to_one_per_group_and_keeps_sigmoid_elsewhere(tmp_path):
+    groups = [[0, 2], [1, 3, 4]]  # interleaved on purpose: the output keeps the label order
+    model = build_model(ModelConfig(backbone="small_cnn", weights=None, width=4, head="group_softmax"), 6, 32, groups)
+    scores = keras.ops.convert_to_numpy(model(images(3, 32), training=False))
+    assert scores.shape == (3, 6)
+    np.testing.assert_allclose(scores[:, [0, 2]].sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(scores[:, [1, 3, 4]].sum(axis=1), 1.0, rtol=1e-5)
+    logits = keras.ops.convert_to_numpy(keras.Model(model.inputs, model.get_layer("logits").output)(images(3, 32)))
+    np.testing.assert_allclose(scores[:, 5], 1 / (1 + np.exp(-logits[:, 5])), rtol=1e-5)
+    first = np.exp(logits[:, [1, 3, 4]])
+    np.testing.assert_allclose(scores[:, [1, 3, 4]], first / first.sum(axis=1, keepdims=True), rtol=1e-5)
+
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(images(3, 32))), scores, rtol=1e-5)
+
+
+def test_group_softmax_rejects_overlapping_groups():
+    with pytest.raises(ValueError, match="disjoint"):
+        build_model(ModelConfig(backbone="small_cnn", weights=None, width=4, head="group_softmax"), 4, 32, [[0, 1], [1, 2]])

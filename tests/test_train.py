@@ -37,7 +37,14 @@ def tiny_image(labels, rng, size=SIZE):
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def write_tiny_shards(folder: Path, n_train=64, n_val=20, seed=0) -> Path:
+def draw_labels(rng, single_choice_pair: bool) -> list[int]:
+    """Each label with probability 0.4; with single_choice_pair exactly one of labels 0 and 1 (a single-choice group)."""
+    if single_choice_pair:
+        return [int(rng.integers(2))] + [k for k in range(2, NUM_LABELS) if rng.random() < 0.4]
+    return [k for k in range(NUM_LABELS) if rng.random() < 0.4]
+
+
+def write_tiny_shards(folder: Path, n_train=64, n_val=20, seed=0, single_choice_pair=False) -> Path:
     import tensorflow as tf
 
     from fashion_tf import schema
@@ -51,12 +58,14 @@ def write_tiny_shards(folder: Path, n_train=64, n_val=20, seed=0) -> Path:
         name = f"{split}-00000-of-00001.tfrecord"
         with tf.io.TFRecordWriter(str(folder / name)) as writer:
             for i in range(count):
-                labels = [k for k in range(NUM_LABELS) if rng.random() < 0.4]
+                labels = draw_labels(rng, single_choice_pair)
                 counts[labels] += 1
                 encoded = tf.io.encode_jpeg(tiny_image(labels, rng), quality=95).numpy()
                 writer.write(schema.serialize_example(
                     encoded, "jpeg", SIZE, SIZE, labels, f"{split}-{i}", hashlib.sha256(encoded).hexdigest()))
         info["splits"][split] = {"num_examples": count, "label_counts": counts.tolist(), "shards": [name]}
+    if single_choice_pair:
+        info["groups"] = {"pair": {"labels": [0, 1], "exclusive": True}, "rest": {"labels": [2, 3], "exclusive": False}}
     (folder / schema.SHARD_INFO_FILE).write_text(json.dumps(info))
     LabelMap.from_ids([str(k + 1) for k in range(NUM_LABELS)]).to_json(folder / "label_map.json")
     return folder
@@ -149,7 +158,7 @@ def test_training_writes_run_folder_and_loss_falls(shards, tmp_path):
     expected = []
     for split, count in (("train", 64), ("validation", 20)):
         for _ in range(count):
-            labels = [k for k in range(NUM_LABELS) if rng.random() < 0.4]
+            labels = draw_labels(rng, False)
             tiny_image(labels, rng)
             if split == "validation":
                 expected.append([int(k in labels) for k in range(NUM_LABELS)])
@@ -163,6 +172,32 @@ def test_training_writes_run_folder_and_loss_falls(shards, tmp_path):
     served = exported.serve(tf.constant(images, tf.float32)).numpy()
     np.testing.assert_allclose(direct, served, atol=1e-5)
     assert reloaded.optimizer.iterations.numpy() > 0
+
+
+def test_group_softmax_head_trains_on_a_single_choice_group(tmp_path):
+    from fashion_tf.config import load_config
+    from fashion_tf.train import train
+
+    shards = write_tiny_shards(tmp_path / "pair_shards", single_choice_pair=True)
+    run = tmp_path / "run"
+    cfg = load_config(None, overrides(shards, run, model__head="group_softmax", train__epochs=3, train__steps_per_epoch=8))
+    train(cfg, verbose=0)
+
+    losses = [float(r["loss"]) for r in history_rows(run)]
+    assert losses[-1] < 0.85 * losses[0], losses
+    scores = np.load(run / "val_predictions.npz")["scores"]
+    np.testing.assert_allclose(scores[:, :2].sum(axis=1), 1.0, rtol=1e-5)  # one softmax over the pair
+    assert not np.allclose(scores[:, 2:].sum(axis=1), 1.0)  # the other labels stay independent sigmoids
+
+
+def test_group_softmax_needs_shards_that_describe_their_groups(shards, tmp_path):
+    from fashion_tf.config import load_config
+    from fashion_tf.errors import UserError
+    from fashion_tf.train import train
+
+    cfg = load_config(None, overrides(shards, tmp_path / "run", model__head="group_softmax", train__epochs=1))
+    with pytest.raises(UserError, match="no 'groups'"):
+        train(cfg, verbose=0)
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):
