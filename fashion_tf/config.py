@@ -55,6 +55,7 @@ class ModelConfig:
     dropout: float = 0.2
     dense_units: int = 0  # 0: no extra dense layer before the output
     width: int = 32  # small_cnn only: channels of the first stage
+    stages: list[int] = field(default_factory=lambda: [1, 2, 4, 4])  # small_cnn only: channels of each stage / width
 
 
 @dataclass

@@ -124,17 +124,20 @@ def _residual_block(x, filters: int, stride: int, name: str):
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
-def small_cnn(input_shape: tuple, width: int = 32) -> keras.Model:
-    """Compact residual CNN: stride-2 stem, four residual stages (w, 2w, 4w, 4w), each halving the size.
+def small_cnn(input_shape: tuple, width: int = 32, stages: tuple = (1, 2, 4, 4)) -> keras.Model:
+    """Compact residual CNN: stride-2 stem, then one residual block per stage with width * stages[i] channels,
+    every stage after the first halving the size.
 
-    About 0.6M parameters at width 32; meant for CPU training at 64-128 px.
+    About 0.6M parameters at width 32 with stages (1, 2, 4, 4); meant for CPU training at 64-128 px.
     """
     if width < 1:
         raise UserError(f"model.width: must be positive, got {width}")
+    if not stages or any(int(m) < 1 for m in stages):
+        raise UserError(f"model.stages: positive channel multipliers needed, got {list(stages)}")
     inputs = keras.Input(shape=input_shape, name="backbone_input")
     x = _conv_bn_relu(inputs, width, 2, "stem")
-    for stage, (multiplier, stride) in enumerate(((1, 1), (2, 2), (4, 2), (4, 2)), start=1):
-        x = _residual_block(x, width * multiplier, stride, f"stage{stage}")
+    for stage, multiplier in enumerate(stages, start=1):
+        x = _residual_block(x, width * int(multiplier), 1 if stage == 1 else 2, f"stage{stage}")
     return keras.Model(inputs, x, name=BACKBONE_LAYER)
 
 
@@ -149,7 +152,7 @@ def _application_backbone(spec: BackboneSpec, input_shape: tuple, weights: Optio
 
 def _build_backbone(model_cfg: ModelConfig, spec: BackboneSpec, input_shape: tuple, weights: Optional[str]):
     if spec.application is None:
-        return small_cnn(input_shape, model_cfg.width)
+        return small_cnn(input_shape, model_cfg.width, tuple(model_cfg.stages))
     try:
         return _application_backbone(spec, input_shape, weights)
     except Exception as err:  # noqa: BLE001 - download failure, unreadable file, shape mismatch

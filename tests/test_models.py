@@ -75,6 +75,13 @@ def test_small_cnn_size_and_softmax_head():
     assert model.get_layer("dense").units == 64
 
 
+def test_small_cnn_stages_set_the_channels_of_each_stage():
+    model = build_model(ModelConfig(backbone="small_cnn", weights=None, width=8, stages=[1, 2, 4, 8]), 3, 64)
+    assert backbone_of(model).output.shape[1:] == (4, 4, 64)  # 64 px / 2 (stem) / 2 / 2 / 2, width 8 * 8
+    with pytest.raises(UserError, match="model.stages"):
+        build_model(ModelConfig(backbone="small_cnn", weights=None, stages=[1, 0]), 3, 64)
+
+
 def test_mixed_precision_keeps_float32_output():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
