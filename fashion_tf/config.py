@@ -56,6 +56,7 @@ class ModelConfig:
     dense_units: int = 0  # 0: no extra dense layer before the output
     width: int = 32  # small_cnn only: channels of the first stage
     stages: list[int] = field(default_factory=lambda: [1, 2, 4, 4])  # small_cnn only: channels of each stage / width
+    stage_strides: list[int] = field(default_factory=lambda: [1, 2, 2, 2])  # small_cnn only: stride of each stage
 
 
 @dataclass

@@ -124,20 +124,23 @@ def _residual_block(x, filters: int, stride: int, name: str):
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
-def small_cnn(input_shape: tuple, width: int = 32, stages: tuple = (1, 2, 4, 4)) -> keras.Model:
-    """Compact residual CNN: stride-2 stem, then one residual block per stage with width * stages[i] channels,
-    every stage after the first halving the size.
+def small_cnn(input_shape: tuple, width: int = 32, stages: tuple = (1, 2, 4, 4), strides: tuple = (1, 2, 2, 2)) -> keras.Model:
+    """Compact residual CNN: a stride-2 stem, then one residual block per stage with width * stages[i] channels
+    and stride strides[i].
 
-    About 0.6M parameters at width 32 with stages (1, 2, 4, 4); meant for CPU training at 64-128 px.
+    About 0.6M parameters at width 32 with the defaults; meant for CPU training at 64-128 px. A stride-2 first
+    stage ((2, 2, 2, 2)) runs twice the input size at about the cost of the defaults.
     """
     if width < 1:
         raise UserError(f"model.width: must be positive, got {width}")
     if not stages or any(int(m) < 1 for m in stages):
         raise UserError(f"model.stages: positive channel multipliers needed, got {list(stages)}")
+    if len(strides) != len(stages) or any(int(s) not in (1, 2) for s in strides):
+        raise UserError(f"model.stage_strides: one stride (1 or 2) per stage needed, got {list(strides)} for {len(stages)} stages")
     inputs = keras.Input(shape=input_shape, name="backbone_input")
     x = _conv_bn_relu(inputs, width, 2, "stem")
-    for stage, multiplier in enumerate(stages, start=1):
-        x = _residual_block(x, width * int(multiplier), 1 if stage == 1 else 2, f"stage{stage}")
+    for stage, (multiplier, stride) in enumerate(zip(stages, strides), start=1):
+        x = _residual_block(x, width * int(multiplier), int(stride), f"stage{stage}")
     return keras.Model(inputs, x, name=BACKBONE_LAYER)
 
 
@@ -152,7 +155,7 @@ def _application_backbone(spec: BackboneSpec, input_shape: tuple, weights: Optio
 
 def _build_backbone(model_cfg: ModelConfig, spec: BackboneSpec, input_shape: tuple, weights: Optional[str]):
     if spec.application is None:
-        return small_cnn(input_shape, model_cfg.width, tuple(model_cfg.stages))
+        return small_cnn(input_shape, model_cfg.width, tuple(model_cfg.stages), tuple(model_cfg.stage_strides))
     try:
         return _application_backbone(spec, input_shape, weights)
     except Exception as err:  # noqa: BLE001 - download failure, unreadable file, shape mismatch

@@ -79,7 +79,11 @@ def test_small_cnn_stages_set_the_channels_of_each_stage():
     model = build_model(ModelConfig(backbone="small_cnn", weights=None, width=8, stages=[1, 2, 4, 8]), 3, 64)
     assert backbone_of(model).output.shape[1:] == (4, 4, 64)  # 64 px / 2 (stem) / 2 / 2 / 2, width 8 * 8
     with pytest.raises(UserError, match="model.stages"):
-        build_model(ModelConfig(backbone="small_cnn", weights=None, stages=[1, 0]), 3, 64)
+        build_model(ModelConfig(backbone="small_cnn", weights=None, stages=[1, 0], stage_strides=[1, 2]), 3, 64)
+    strided = build_model(ModelConfig(backbone="small_cnn", weights=None, width=8, stage_strides=[2, 2, 2, 2]), 3, 128)
+    assert backbone_of(strided).output.shape[1:] == (4, 4, 32)
+    with pytest.raises(UserError, match="model.stage_strides"):
+        build_model(ModelConfig(backbone="small_cnn", weights=None, stage_strides=[1, 2]), 3, 64)
 
 
 def test_mixed_precision_keeps_float32_output():
