@@ -20,7 +20,8 @@ the URL or Content-Type. Connection errors, timeouts, cut bodies, 429 and 5xx ar
 exponential backoff and jitter (Retry-After honoured up to --max-retry-after); other 4xx are not.
 A record waiting out its backoff waits in a heap, not in a sleeping worker.
 
-Throughput: worker threads share one urllib3 PoolManager (keep-alive connections); at most
+Throughput: worker threads share one urllib3 PoolManager (keep-alive connections); with
+--processes P the shard is split again over P worker processes (their own threads and GIL); at most
 2 x workers downloads are queued and 64 x workers wait in backoff, so memory stays flat for 1M
 images. For JSON input, downloads start at once while the annotations (which follow the images
 in the file) are read in a background thread; manifest rows wait for their labels.
@@ -38,10 +39,12 @@ import heapq
 import io
 import itertools
 import json
+import multiprocessing
 import os
 import queue
 import random
 import re
+import signal
 import sys
 import threading
 import time
@@ -86,6 +89,7 @@ class Options:
     shard_index: int = 0
     num_shards: int = 1
     progress: bool = True
+    processes: int = 1
 
 
 class FetchFailed(Exception):
@@ -129,13 +133,15 @@ class HttpClient:
 
     urllib3 is what requests runs on; calling it directly halves the client CPU per image
     (measured 0.74 vs 1.3-1.6 ms per request here), which matters when one machine downloads
-    and decodes a million images. Proxies from the environment (HTTP_PROXY, HTTPS_PROXY,
-    NO_PROXY) are honoured like requests does.
+    and decodes a million images. Direct requests go to the host's connection pool, remembered by
+    origin: that skips the manager's URL parsing and pool-key building on every request (another
+    0.1 ms of 0.45 per request). Proxies from the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY)
+    are honoured like requests does, through urllib3's ProxyManager.
     """
 
-    def __init__(self, options: Options):
-        headers = {"User-Agent": options.user_agent, "Accept": "image/*,*/*;q=0.8"}
-        kwargs = dict(num_pools=64, maxsize=max(1, options.workers), block=False, headers=headers, retries=False)
+    def __init__(self, options: Options, num_pools: int = 64):
+        self.headers = {"User-Agent": options.user_agent, "Accept": "image/*,*/*;q=0.8"}
+        kwargs = dict(num_pools=num_pools, maxsize=max(1, options.workers), block=False, headers=self.headers, retries=False)
         with contextlib.suppress(ImportError):
             import certifi  # the CA bundle requests would use
 
@@ -144,16 +150,36 @@ class HttpClient:
         self.proxies = {scheme: urllib3.ProxyManager(url, **kwargs)
                         for scheme, url in urllib.request.getproxies().items() if scheme in ("http", "https")}
         self.timeout = urllib3.Timeout(connect=options.connect_timeout, read=options.timeout)
-
-    def manager(self, url: str) -> urllib3.PoolManager:
-        if self.proxies:
-            parts = urllib.parse.urlsplit(url)
-            if parts.scheme in self.proxies and not urllib.request.proxy_bypass(parts.hostname or ""):
-                return self.proxies[parts.scheme]
-        return self.direct
+        # Ours, not urllib3's: no retries, no redirects (fetch_once follows them), the body streamed.
+        self.request_options = dict(preload_content=False, redirect=False, retries=False, timeout=self.timeout)
+        self.num_pools = num_pools
+        self._pools: dict[tuple[str, str], urllib3.HTTPConnectionPool] = {}
 
     def get(self, url: str) -> urllib3.BaseHTTPResponse:
-        return self.manager(url).request("GET", url, preload_content=False, redirect=False, retries=False, timeout=self.timeout)
+        parts = urllib.parse.urlsplit(url)
+        proxy = self._proxy_for(parts)
+        if proxy is not None:
+            return proxy.request("GET", url, **self.request_options)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return self._pool_for(url, parts).urlopen("GET", target, headers=self.headers, assert_same_host=False,
+                                                  **self.request_options)
+
+    def _proxy_for(self, parts: urllib.parse.SplitResult) -> urllib3.ProxyManager | None:
+        if self.proxies and parts.scheme in self.proxies and not urllib.request.proxy_bypass(parts.hostname or ""):
+            return self.proxies[parts.scheme]
+        return None
+
+    def _pool_for(self, url: str, parts: urllib.parse.SplitResult) -> urllib3.HTTPConnectionPool:
+        """The manager's pool for the URL's origin. At most num_pools are remembered, like the manager's
+        own; one it has since dropped still works (urllib3 2 closes a pool's connections only when
+        the pool is garbage-collected)."""
+        origin = (parts.scheme, parts.netloc)
+        pool = self._pools.get(origin)
+        if pool is None:
+            if len(self._pools) >= self.num_pools:
+                self._pools.clear()  # the manager keeps the num_pools most recent; forget the rest here too
+            pool = self._pools[origin] = self.direct.connection_from_url(url)
+        return pool
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -290,6 +316,8 @@ def to_rgb_jpeg(data: bytes, options: Options) -> Converted:
         )
         if needs_resize and source_format == "JPEG":
             image.draft(None, (options.max_size, options.max_size))  # DCT-domain downscale: faster decode
+        elif keep:
+            _verify_at_smallest_scale(image)
         try:
             image.load()
         except Image.DecompressionBombError as err:
@@ -306,6 +334,17 @@ def to_rgb_jpeg(data: bytes, options: Options) -> Converted:
     out = io.BytesIO()
     rgb.save(out, "JPEG", quality=options.quality)
     return Converted(out.getvalue(), rgb.width, rgb.height, source_format, False)
+
+
+def _verify_at_smallest_scale(image: Image.Image) -> None:
+    """A JPEG whose bytes are kept is decoded only to verify it: at 1/8 scale, about half the CPU.
+
+    libjpeg still Huffman-decodes every coefficient of the whole entropy-coded stream at any scale
+    (it must, to find where each block ends), so broken data fails exactly as at full size; only
+    the inverse DCT and colour conversion shrink. Checked on 12,096 damaged copies of the benchmark's
+    JPEGs (every cut point, bit flips, zeroed runs): identical accept/reject at both scales.
+    """
+    image.draft(image.mode, (1, 1))
 
 
 def _as_rgb(image: Image.Image) -> Image.Image:
@@ -397,12 +436,18 @@ def _write_image(path: Path, data: bytes) -> None:
 
     Like fashion_tf.fileio.atomic_path (same `.<name>.<tag>.tmp` names, so the same cleanup applies)
     but without mkstemp's extra open/close and fsync: renaming is atomic against a killed process,
-    which is what resuming needs, and it halves the per-image file system cost.
+    which is what resuming needs, and it halves the per-image file system cost. Plain os calls, not
+    open(): that one also runs fstat, isatty and lseek (0.10 instead of 0.13 ms per image).
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
+        handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            unwritten = memoryview(data)
+            while unwritten:
+                unwritten = unwritten[os.write(handle, unwritten):]
+        finally:
+            os.close(handle)
         os.replace(tmp, path)
     except OSError as err:
         with contextlib.suppress(OSError):
@@ -498,6 +543,18 @@ class Summary:
     def attempted(self) -> int:
         return self.ok + self.failed
 
+    @classmethod
+    def merged(cls, parts: Sequence["Summary"]) -> "Summary":
+        """One summary of several processes' shares (their sources joined, elapsed left to the caller)."""
+        total = cls(source=" + ".join(part.source for part in parts))
+        for field_ in dataclasses.fields(cls):
+            if field_.type in ("int", int):
+                setattr(total, field_.name, sum(getattr(part, field_.name) for part in parts))
+        for part in parts:
+            total.failures.update(part.failures)
+        total.bad_manifest_lines = max((part.bad_manifest_lines for part in parts), default=0)  # each read the same manifest
+        return total
+
     def as_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "failures"}
         out["failed_by_reason"] = dict(self.failures.most_common())
@@ -522,6 +579,8 @@ class Summary:
 
 def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, options: Options = Options()) -> Summary:
     """Download one shard of `input_path` into `output_dir`; resumable. Returns the run's summary."""
+    if options.processes > 1:
+        return download_in_processes(input_path, output_dir, options)
     output_dir = Path(output_dir)
     images_dir = output_dir / IMAGES_DIR
     reader = SourceReader(input_path, options.shard_index, options.num_shards)
@@ -619,13 +678,133 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
     return summary
 
 
+# ----------------------------------------------------------------------------- several processes
+
+
+def download_in_processes(input_path: str | os.PathLike, output_dir: str | os.PathLike, options: Options) -> Summary:
+    """download() split over options.processes worker processes, each with its share of the threads.
+
+    One process's threads share one GIL: on a 2-core machine, 16 threads in one process spent
+    11-13 s of CPU on the benchmark's 7,168 images (the GIL handed from core to core) against 7.5-8.4 s
+    for 2 processes of 8, which took half the wall time. Each process runs download() on a share of
+    the shard (the same crc32 split, one level down) and appends whole rows to the one manifest,
+    as shards into one folder already do; this process shows the progress and sums the summaries.
+    """
+    output_dir = Path(output_dir)
+    started = time.monotonic()
+    stale_removed = 0
+    if options.num_shards == 1:  # a lone run owns the folder: any temp file is garbage
+        stale_removed = remove_stale_temp_files(output_dir / IMAGES_DIR, 0)
+    context = multiprocessing.get_context(_start_method())
+    results = context.Queue()
+    progress = _ManifestProgress(output_dir / MANIFEST_NAME)
+    children = [context.Process(target=_run_share, args=(str(input_path), str(output_dir), share, results), name=f"download-{i}")
+                for i, share in enumerate(process_shares(options))]
+    bar = None
+    try:
+        for child in children:
+            child.start()
+        bar = tqdm(unit="img", disable=not options.progress, dynamic_ncols=True, smoothing=0.05, mininterval=0.5)  # a thread: after the forks
+        summaries = _collect_summaries(children, results, progress, bar)
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.terminate()
+            child.join()
+        if bar is not None:
+            bar.close()
+    summary = Summary.merged(summaries)
+    summary.stale_temp_removed += stale_removed
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+def _start_method() -> str:
+    """fork where it is safe, a process with no other thread on Linux (it skips the ~0.3 s of a fresh
+    interpreter importing this module), else spawn (a forked copy of a threaded process may deadlock)."""
+    return "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
+
+
+def process_shares(options: Options) -> list[Options]:
+    """Each process's options: share j of shard I of N is shard I + N*j of N*P (crc32 % (N*P) is I + N*j
+    exactly when crc32 % N is I), with workers // P threads (the remainder to the first ones)."""
+    count = options.processes
+    return [dataclasses.replace(options, processes=1, progress=False, num_shards=options.num_shards * count,
+                                shard_index=options.shard_index + options.num_shards * j,
+                                workers=max(1, options.workers // count + (j < options.workers % count)))
+            for j in range(count)]
+
+
+def _run_share(input_path: str, output_dir: str, options: Options, results) -> None:
+    """A worker process: its share downloaded, then ("ok", Summary) or ("error", message) on `results`."""
+    _die_with_parent()
+    configure_pillow(options)
+    try:
+        results.put(("ok", download(input_path, output_dir, options)))
+    except UserError as err:
+        results.put(("error", str(err)))
+    except KeyboardInterrupt:
+        results.put(("error", "interrupted"))
+
+
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent ends, however it ends (even killed by SIGKILL)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent was gone before the call above
+        os._exit(1)
+
+
+def _collect_summaries(children: list, results, progress: "_ManifestProgress", bar: tqdm) -> list[Summary]:
+    summaries: list[Summary] = []
+    while len(summaries) < len(children):
+        try:
+            kind, value = results.get(timeout=0.2)
+        except queue.Empty:
+            if not any(child.is_alive() for child in children) and results.empty():
+                codes = ", ".join(str(child.exitcode) for child in children)
+                raise UserError(f"a download process ended without a result (exit codes {codes}); re-run the same command to resume") from None
+            bar.update(progress.new_rows())
+            bar.set_postfix(ok=progress.ok, failed=progress.failed, refresh=False)
+            continue
+        if kind == "error":
+            raise UserError(value)
+        summaries.append(value)
+    bar.update(progress.new_rows())
+    bar.set_postfix(ok=progress.ok, failed=progress.failed, refresh=True)
+    return summaries
+
+
+class _ManifestProgress:
+    """Counts the rows that worker processes append to the manifest, for the progress bar."""
+
+    def __init__(self, path: Path):
+        self.path, self.ok, self.failed = path, 0, 0
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.partial = b""
+
+    def new_rows(self) -> int:
+        if not self.path.exists():
+            return 0
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            data = self.partial + handle.read()
+        self.offset += len(data) - len(self.partial)
+        *lines, self.partial = data.split(b"\n")
+        ok = sum(1 for line in lines if b'"status": "ok"' in line)
+        self.ok, self.failed = self.ok + ok, self.failed + len(lines) - ok
+        return len(lines)
+
+
 def _with_labels(row: dict, labels: Sequence[str]) -> dict:
-    ordered = {"image_id": row["image_id"], "status": row["status"]}
-    if row["status"] == "ok":
-        ordered["path"] = row["path"]
-    ordered["labels"] = list(labels)
-    ordered.update((key, value) for key, value in row.items() if key not in ordered)
-    return ordered
+    """The row with labels after image_id, status and path (keys already placed keep their place)."""
+    head = {"image_id": row["image_id"], "status": row["status"]}
+    if "path" in row:
+        head["path"] = row["path"]
+    return {**head, "labels": list(labels), **row}
 
 
 def _limited(records: Iterator[SourceRecord], limit: int) -> Iterator[SourceRecord]:
@@ -652,7 +831,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--input", required=True, help="train.json / validation.json / test.json or a CSV id,url[,labels]")
     parser.add_argument("--output-dir", required=True, help="folder for images/ and manifest.jsonl (created)")
-    parser.add_argument("--workers", type=int, default=defaults.workers, help="parallel downloads (threads)")
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="parallel downloads (threads, in all processes together)")
+    parser.add_argument("--processes", type=int, default=defaults.processes,
+                        help="worker processes sharing the --workers threads; 2+ use more than one core (--limit then counts per process)")
     parser.add_argument("--timeout", type=float, default=defaults.timeout, help="read timeout per attempt, seconds (a whole body gets 4x)")
     parser.add_argument("--connect-timeout", type=float, default=defaults.connect_timeout, help="connect timeout, seconds")
     parser.add_argument("--retries", type=int, default=defaults.retries, help="extra attempts per URL on connection errors, timeouts, cut bodies, 429 and 5xx")
@@ -676,6 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from_args(args: argparse.Namespace) -> Options:
     checks = [
         (args.workers >= 1, "--workers must be >= 1"),
+        (args.processes >= 1, "--processes must be >= 1"),
         (args.timeout > 0 and args.connect_timeout > 0, "--timeout and --connect-timeout must be > 0"),
         (args.retries >= 0, "--retries must be >= 0"),
         (args.backoff >= 0 and args.max_retry_after >= 0, "--backoff and --max-retry-after must be >= 0"),
@@ -692,17 +874,21 @@ def options_from_args(args: argparse.Namespace) -> Options:
         backoff=args.backoff, max_retry_after=args.max_retry_after, max_redirects=args.max_redirects,
         max_size=args.max_size, quality=args.quality, max_bytes=args.max_bytes, max_pixels=args.max_pixels,
         user_agent=args.user_agent, retry_failed=args.retry_failed, limit=args.limit,
-        shard_index=args.shard_index, num_shards=args.num_shards, progress=not args.no_progress,
+        shard_index=args.shard_index, num_shards=args.num_shards, progress=not args.no_progress, processes=args.processes,
     )
+
+
+def configure_pillow(options: Options) -> None:
+    """Our own --max-pixels check runs first; Pillow's global guard must not be stricter or noisier."""
+    Image.MAX_IMAGE_PIXELS = max(options.max_pixels, PILLOW_DEFAULT_MAX_PIXELS)
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = options_from_args(args)
-    # Our own --max-pixels check runs first; Pillow's global guard must not be stricter or noisier.
-    Image.MAX_IMAGE_PIXELS = max(options.max_pixels, PILLOW_DEFAULT_MAX_PIXELS)
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    configure_pillow(options)
     summary = download(args.input, args.output_dir, options)
     print(summary.describe(Path(args.output_dir)), flush=True)
     if args.summary_json:

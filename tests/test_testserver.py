@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -108,6 +109,50 @@ def test_delay_redirect_and_redirect_loop(server):
     server.add_fault("/loop.jpg", Fault(redirect_to="/loop.jpg"))
     with pytest.raises(requests.TooManyRedirects):
         requests.get(server.url("loop.jpg"), timeout=5)
+
+
+def test_head_close_and_http_1_0_follow_the_protocol(server):
+    conn = connect(server)
+    conn.request("HEAD", "/a.jpg")
+    head = conn.getresponse()
+    assert (head.status, head.getheader("Content-Length"), head.read()) == (200, str(len(BODY)), b"")
+    conn.request("GET", "/a.jpg", headers={"Connection": "close"})
+    closing = conn.getresponse()
+    assert closing.read() == BODY and closing.getheader("Connection") == "close" and closing.will_close
+    conn.close()
+    for request, stays_open in [(b"GET /a.jpg HTTP/1.0\r\n\r\n", False),
+                                (b"GET /a.jpg HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", True)]:
+        with socket.create_connection(_address(server), timeout=5) as raw:
+            raw.sendall(request)
+            answer = _read_answer(raw)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(BODY)
+            assert (b"Connection: close" not in answer) == stays_open
+
+
+def test_malformed_requests_get_400_and_unknown_methods_501(server):
+    for request, status in [(b"NONSENSE\r\n\r\n", b"400"), (b"GET /a.jpg SPDY/3\r\n\r\n", b"400"),
+                            (b"GET /" + b"x" * 70_000 + b" HTTP/1.1\r\n\r\n", b"400"), (b"POST /a.jpg HTTP/1.1\r\n\r\n", b"501")]:
+        with socket.create_connection(_address(server), timeout=5) as raw:
+            raw.sendall(request)
+            assert _read_answer(raw).split(b" ")[1] == status, request[:30]
+    assert requests.get(server.url("a.jpg"), timeout=5).content == BODY  # the server carries on
+
+
+def _address(server) -> tuple[str, int]:
+    host, port = urllib.parse.urlsplit(server.base_url).netloc.split(":")
+    return host, int(port)
+
+
+def _read_answer(raw: socket.socket) -> bytes:
+    """One whole answer: headers, then Content-Length bytes of body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += raw.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += raw.recv(65536)
+    return data[: len(head) + 4] + body
 
 
 def test_command_line_serves_a_folder_with_faults_file(tmp_path):
