@@ -187,7 +187,8 @@ def test_mixup_produces_soft_labels_mixed_with_the_reversed_batch(shards):
     soft_values = 0
     for batch in dataset.take(4):
         images, labels, ids = (t.numpy() for t in batch)
-        assert images.min() >= 0.0 and images.max() <= 255.0
+        # lam * 255 + (1 - lam) * 255 can round to 255.00002 in float32
+        assert images.min() >= 0.0 and images.max() <= 255.0 + 1e-3
         originals = np.stack([expected_labels(i) for i in ids])
         partners = originals[::-1]
         for row, own, partner in zip(labels, originals, partners):
