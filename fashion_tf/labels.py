@@ -192,3 +192,9 @@ class LabelMap:
             if len(members) > 1 and int(np.asarray(label_matrix)[:, members].sum(axis=1).max(initial=0)) <= 1:
                 exclusive.append(group)
         return exclusive
+
+
+def labels_outside_groups(groups: Sequence[Sequence[int]], num_labels: int) -> list[int]:
+    """Label indices below num_labels that no group lists (the group_softmax head's independent sigmoids)."""
+    grouped = {int(i) for group in groups for i in group}
+    return [i for i in range(num_labels) if i not in grouped]

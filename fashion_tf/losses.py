@@ -26,6 +26,7 @@ import numpy as np
 
 from fashion_tf.config import LossConfig
 from fashion_tf.errors import UserError
+from fashion_tf.labels import labels_outside_groups
 
 EPSILON = 1e-7
 MAX_WEIGHT = 100.0
@@ -218,8 +219,7 @@ class GroupSoftmaxLoss(keras.losses.Loss):
         super().__init__(**kwargs)
         self.groups = [[int(i) for i in group] for group in groups]
         self.num_labels = int(num_labels)
-        in_groups = {i for group in self.groups for i in group}
-        self.independent = [i for i in range(self.num_labels) if i not in in_groups]
+        self.independent = labels_outside_groups(self.groups, self.num_labels)
         if isinstance(independent_loss, dict):
             independent_loss = keras.saving.deserialize_keras_object(independent_loss)
         if self.independent and independent_loss is None:
@@ -258,8 +258,7 @@ def make_group_softmax_loss(
     label_counts: Optional[Sequence[float]] = None, num_examples: Optional[int] = None,
 ) -> GroupSoftmaxLoss:
     """Cross-entropy per single-choice group plus the configured loss (loss.name) on the other labels."""
-    in_groups = {int(i) for group in groups for i in group}
-    independent = [i for i in range(num_labels) if i not in in_groups]
+    independent = labels_outside_groups(groups, num_labels)
     inner = None
     if independent:
         counts = None if label_counts is None else np.asarray(label_counts)[independent]

@@ -15,6 +15,7 @@ import keras
 
 from fashion_tf.config import ModelConfig
 from fashion_tf.errors import UserError
+from fashion_tf.labels import labels_outside_groups
 
 BACKBONE_LAYER = "backbone"
 OUTPUT_LAYER = "scores"
@@ -64,8 +65,7 @@ class GroupSoftmax(keras.layers.Layer):
         grouped = [i for group in self.groups for i in group]
         if len(set(grouped)) != len(grouped) or any(not 0 <= i < self.num_labels for i in grouped):
             raise ValueError("group_softmax: groups must be disjoint label indices below num_labels")
-        in_groups = set(grouped)
-        self.independent = [i for i in range(self.num_labels) if i not in in_groups]
+        self.independent = labels_outside_groups(self.groups, self.num_labels)
         order = grouped + self.independent
         self.restore_order = [0] * self.num_labels
         for position, label in enumerate(order):

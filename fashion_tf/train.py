@@ -383,8 +383,9 @@ def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> d
     plan = Plan(num_labels, num_train, num_val, replicas, global_batch, learning_rate, steps_per_epoch,
                 freeze_epochs, policy, run_dir, role, data.label_counts(tfrecords, cfg.data.train_split))
     _print_plan(cfg, plan, strategy, state)
-    softmax_groups = data.single_choice_groups(tfrecords) if cfg.model.head == "group_softmax" else {}
+    softmax_groups = {}
     if cfg.model.head == "group_softmax":
+        softmax_groups = data.single_choice_groups(tfrecords)
         print(f"group_softmax: one softmax each for {', '.join(softmax_groups) or 'no group'}; "
               f"{num_labels - sum(map(len, softmax_groups.values()))} labels keep a sigmoid and loss.name={cfg.loss.name}",
               flush=True)

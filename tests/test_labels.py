@@ -109,3 +109,10 @@ def test_real_imaterialist_style_label_map(fashion_products):
     assert len(lm) == 169
     assert "articleType" in lm.group_names()
     assert lm.index_of("1") == 0
+
+
+def test_labels_outside_groups_keeps_label_order():
+    from fashion_tf.labels import labels_outside_groups
+
+    assert labels_outside_groups([[4, 0], [2]], 6) == [1, 3, 5]
+    assert labels_outside_groups([], 2) == [0, 1]
