@@ -57,6 +57,7 @@ class ModelConfig:
     width: int = 32  # small_cnn only: channels of the first stage
     stages: list[int] = field(default_factory=lambda: [1, 2, 4, 4])  # small_cnn only: channels of each stage / width
     stage_strides: list[int] = field(default_factory=lambda: [1, 2, 2, 2])  # small_cnn only: stride of each stage
+    stage_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 1])  # small_cnn only: residual blocks per stage
 
 
 @dataclass

@@ -124,9 +124,10 @@ def _residual_block(x, filters: int, stride: int, name: str):
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
-def small_cnn(input_shape: tuple, width: int = 32, stages: tuple = (1, 2, 4, 4), strides: tuple = (1, 2, 2, 2)) -> keras.Model:
-    """Compact residual CNN: a stride-2 stem, then one residual block per stage with width * stages[i] channels
-    and stride strides[i].
+def small_cnn(input_shape: tuple, width: int = 32, stages: tuple = (1, 2, 4, 4), strides: tuple = (1, 2, 2, 2),
+              blocks: tuple = (1, 1, 1, 1)) -> keras.Model:
+    """Compact residual CNN: a stride-2 stem, then per stage blocks[i] residual blocks with width * stages[i]
+    channels, the first of them with stride strides[i].
 
     About 0.6M parameters at width 32 with the defaults; meant for CPU training at 64-128 px. A stride-2 first
     stage ((2, 2, 2, 2)) runs twice the input size at about the cost of the defaults.
@@ -137,10 +138,15 @@ def small_cnn(input_shape: tuple, width: int = 32, stages: tuple = (1, 2, 4, 4),
         raise UserError(f"model.stages: positive channel multipliers needed, got {list(stages)}")
     if len(strides) != len(stages) or any(int(s) not in (1, 2) for s in strides):
         raise UserError(f"model.stage_strides: one stride (1 or 2) per stage needed, got {list(strides)} for {len(stages)} stages")
+    if len(blocks) != len(stages) or any(int(b) < 1 for b in blocks):
+        raise UserError(f"model.stage_blocks: one positive block count per stage needed, got {list(blocks)} for {len(stages)} stages")
     inputs = keras.Input(shape=input_shape, name="backbone_input")
     x = _conv_bn_relu(inputs, width, 2, "stem")
-    for stage, (multiplier, stride) in enumerate(zip(stages, strides), start=1):
-        x = _residual_block(x, width * int(multiplier), int(stride), f"stage{stage}")
+    for stage, (multiplier, stride, count) in enumerate(zip(stages, strides, blocks), start=1):
+        for block in range(int(count)):
+            # The first block of a stage keeps the one-block layer names, so older weights files still load.
+            name = f"stage{stage}" if block == 0 else f"stage{stage}_{block + 1}"
+            x = _residual_block(x, width * int(multiplier), int(stride) if block == 0 else 1, name)
     return keras.Model(inputs, x, name=BACKBONE_LAYER)
 
 
@@ -155,7 +161,8 @@ def _application_backbone(spec: BackboneSpec, input_shape: tuple, weights: Optio
 
 def _build_backbone(model_cfg: ModelConfig, spec: BackboneSpec, input_shape: tuple, weights: Optional[str]):
     if spec.application is None:
-        return small_cnn(input_shape, model_cfg.width, tuple(model_cfg.stages), tuple(model_cfg.stage_strides))
+        return small_cnn(input_shape, model_cfg.width, tuple(model_cfg.stages), tuple(model_cfg.stage_strides),
+                         tuple(model_cfg.stage_blocks))
     try:
         return _application_backbone(spec, input_shape, weights)
     except Exception as err:  # noqa: BLE001 - download failure, unreadable file, shape mismatch

@@ -86,6 +86,17 @@ def test_small_cnn_stages_set_the_channels_of_each_stage():
         build_model(ModelConfig(backbone="small_cnn", weights=None, stage_strides=[1, 2]), 3, 64)
 
 
+def test_small_cnn_stage_blocks_add_residual_blocks_without_changing_the_output_shape():
+    single = build_model(ModelConfig(backbone="small_cnn", weights=None, width=8), 3, 64)
+    deeper = build_model(ModelConfig(backbone="small_cnn", weights=None, width=8, stage_blocks=[1, 1, 2, 3]), 3, 64)
+    assert backbone_of(deeper).output.shape == backbone_of(single).output.shape
+    names = {layer.name for layer in backbone_of(deeper).layers}
+    assert {"stage3_2_add", "stage4_2_add", "stage4_3_add"} <= names and "stage3_3_add" not in names
+    assert deeper.count_params() > single.count_params()
+    with pytest.raises(UserError, match="model.stage_blocks"):
+        build_model(ModelConfig(backbone="small_cnn", weights=None, stage_blocks=[1, 1, 0, 1]), 3, 64)
+
+
 def test_mixed_precision_keeps_float32_output():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
