@@ -4,7 +4,8 @@
 
 Output in the folder:
   images/<id>.jpg   RGB JPEG; kept byte for byte when the source is a baseline RGB JPEG that needs
-                    no resize, else converted (alpha over white) and re-encoded.
+                    no resize or EXIF rotation, else converted (alpha over white, EXIF Orientation
+                    applied to the pixels) and re-encoded.
   manifest.jsonl    one JSON object per input image, appended as downloads finish:
                     image_id, status ("ok"/"failed"), path, labels, width, height, sha256, bytes,
                     url, source_format, error, error_detail. When an id has several rows, the last wins.
@@ -54,14 +55,14 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import urllib3
 from PIL import Image, ImageFile
 from tqdm import tqdm
 
 from fashion_tf.errors import UserError, run_cli
-from fashion_tf.sources import SourceReader, SourceRecord
+from fashion_tf.sources import SourceReader, SourceRecord, shard_of
 
 MANIFEST_NAME = "manifest.jsonl"
 IMAGES_DIR = "images"
@@ -90,6 +91,9 @@ class Options:
     num_shards: int = 1
     progress: bool = True
     processes: int = 1
+    # Set by process_shares for a worker process: the shard (index, count) that --limit counts in, so that
+    # the limit is the first N records of the whole shard, not N per process.
+    limit_shard: Optional[tuple[int, int]] = None
 
 
 class FetchFailed(Exception):
@@ -310,8 +314,9 @@ def to_rgb_jpeg(data: bytes, options: Options) -> Converted:
             raise BadImage("too_many_pixels", f"{width}x{height} declared > --max-pixels {options.max_pixels}")
         source_format = image.format or "?"
         needs_resize = bool(options.max_size) and max(width, height) > options.max_size
+        turn = _exif_turn(image)
         keep = (
-            source_format == "JPEG" and image.mode == "RGB" and not needs_resize
+            source_format == "JPEG" and image.mode == "RGB" and not needs_resize and turn is None
             and not image.info.get("progressive") and not image.info.get("progression")
         )
         if needs_resize and source_format == "JPEG":
@@ -329,11 +334,32 @@ def to_rgb_jpeg(data: bytes, options: Options) -> Converted:
         if keep:
             return Converted(data, width, height, source_format, True)
         rgb = _as_rgb(image)
+    if turn is not None:
+        rgb = rgb.transpose(turn)
     if needs_resize:
         rgb.thumbnail((options.max_size, options.max_size), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     rgb.save(out, "JPEG", quality=options.quality)
     return Converted(out.getvalue(), rgb.width, rgb.height, source_format, False)
+
+
+# EXIF Orientation (tag 0x0112) -> the transpose that makes the pixels upright. TensorFlow's decoders ignore
+# the tag, so a camera photo stored sideways would train sideways: the written JPEG has upright pixels, no tag.
+_EXIF_ORIENTATION = 0x0112
+_UPRIGHT_BY_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+
+
+def _exif_turn(image: Image.Image) -> Optional[Image.Transpose]:
+    """The transpose an EXIF Orientation asks for, or None (no EXIF, upright, or unreadable EXIF)."""
+    if "exif" not in image.info:  # most images: no EXIF parsing at all
+        return None
+    try:
+        return _UPRIGHT_BY_ORIENTATION.get(image.getexif().get(_EXIF_ORIENTATION))
+    except Exception:  # noqa: BLE001 - broken EXIF must not cost the image
+        return None
 
 
 def _verify_at_smallest_scale(image: Image.Image) -> None:
@@ -583,7 +609,7 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
         return download_in_processes(input_path, output_dir, options)
     output_dir = Path(output_dir)
     images_dir = output_dir / IMAGES_DIR
-    reader = SourceReader(input_path, options.shard_index, options.num_shards)
+    reader, records = _open_share(input_path, options)
     images_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary()
     # A lone run owns the folder: any temp file is garbage. Shards running beside it may own young ones.
@@ -652,7 +678,7 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
             bar.set_postfix(ok=summary.ok, failed=summary.failed, skipped=summary.skipped_ok + summary.skipped_failed, refresh=False)
 
     try:
-        for record in _limited(reader.records(with_labels=False), options.limit):
+        for record in records:
             status, relpath = previous.get(record.image_id, ("", ""))
             if status == "ok" and relpath and (output_dir / relpath).is_file():
                 summary.skipped_ok += 1
@@ -730,6 +756,7 @@ def process_shares(options: Options) -> list[Options]:
     exactly when crc32 % N is I), with workers // P threads (the remainder to the first ones)."""
     count = options.processes
     return [dataclasses.replace(options, processes=1, progress=False, num_shards=options.num_shards * count,
+                                limit_shard=(options.shard_index, options.num_shards) if options.limit else None,
                                 shard_index=options.shard_index + options.num_shards * j,
                                 workers=max(1, options.workers // count + (j < options.workers % count)))
             for j in range(count)]
@@ -807,6 +834,18 @@ def _with_labels(row: dict, labels: Sequence[str]) -> dict:
     return {**head, "labels": list(labels), **row}
 
 
+def _open_share(input_path: str | os.PathLike, options: Options) -> tuple[SourceReader, Iterator[SourceRecord]]:
+    """The reader and the records this run downloads: its shard, cut to the first --limit records of
+    options.limit_shard when a worker process shares a limited shard with others."""
+    if options.limit and options.limit_shard is not None:
+        reader = SourceReader(input_path, *options.limit_shard)
+        mine = (record for record in _limited(reader.records(with_labels=False), options.limit)
+                if shard_of(record.image_id, options.num_shards) == options.shard_index)
+        return reader, mine
+    reader = SourceReader(input_path, options.shard_index, options.num_shards)
+    return reader, _limited(reader.records(with_labels=False), options.limit)
+
+
 def _limited(records: Iterator[SourceRecord], limit: int) -> Iterator[SourceRecord]:
     if not limit:
         yield from records
@@ -833,7 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", required=True, help="folder for images/ and manifest.jsonl (created)")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="parallel downloads (threads, in all processes together)")
     parser.add_argument("--processes", type=int, default=defaults.processes,
-                        help="worker processes sharing the --workers threads; 2+ use more than one core (--limit then counts per process)")
+                        help="worker processes sharing the --workers threads; 2+ use more than one core")
     parser.add_argument("--timeout", type=float, default=defaults.timeout, help="read timeout per attempt, seconds (a whole body gets 4x)")
     parser.add_argument("--connect-timeout", type=float, default=defaults.connect_timeout, help="connect timeout, seconds")
     parser.add_argument("--retries", type=int, default=defaults.retries, help="extra attempts per URL on connection errors, timeouts, cut bodies, 429 and 5xx")

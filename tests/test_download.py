@@ -186,6 +186,25 @@ def test_bomb_is_rejected_from_its_header_before_decoding():
         to_rgb_jpeg(jpeg_bytes(size=(400, 200)), Options(max_pixels=50_000))
 
 
+def test_exif_orientation_is_applied_to_the_pixels_and_dropped():
+    sideways = Image.new("RGB", (40, 20), (255, 0, 0))
+    sideways.paste((0, 0, 255), (20, 0, 40, 20))  # left half red, right half blue, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    stored = io.BytesIO()
+    sideways.save(stored, "JPEG", quality=95, exif=exif)
+    converted = to_rgb_jpeg(stored.getvalue(), Options())
+    assert not converted.kept_original and (converted.width, converted.height) == (20, 40)
+    with Image.open(io.BytesIO(converted.data)) as upright:
+        assert upright.size == (20, 40) and upright.getexif().get(0x0112) is None
+        top, bottom = upright.getpixel((10, 5)), upright.getpixel((10, 35))
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60  # left (red) turned to the top
+    camera_only = Image.Exif()
+    camera_only[0x010F] = "maker"  # an EXIF block without Orientation: the bytes are kept
+    plain = jpeg_bytes(exif=camera_only)
+    assert Image.open(io.BytesIO(plain)).info.get("exif") and to_rgb_jpeg(plain, Options()).kept_original
+
+
 def test_kept_jpeg_verified_at_small_scale_still_rejects_every_cut_and_keeps_size():
     noisy = io.BytesIO()
     Image.effect_noise((96, 64), 60).convert("RGB").save(noisy, "JPEG", quality=90)
@@ -310,6 +329,15 @@ def test_processes_share_the_work_and_their_summaries_add_up(site, tmp_path):
     assert sum(site.request_count(f"/good{i}.jpg") for i in range(8)) == 40
     again = download(source, out, Options(**{**FAST.__dict__, "processes": 2}))
     assert (again.ok, again.skipped_ok, again.skipped_failed) == (0, 40, 2)
+
+
+def test_limit_counts_the_whole_shard_not_each_process(site, tmp_path):
+    entries = [(str(i), f"good{i % 8}.jpg") for i in range(40)]
+    source = write_input(tmp_path / "train.json", site, entries)
+    out = tmp_path / "out"
+    summary = download(source, out, Options(**{**FAST.__dict__, "processes": 2, "workers": 4, "limit": 10}))
+    assert summary.ok == 10
+    assert sorted(int(row["image_id"]) for row in manifest_rows(out)) == list(range(10))  # the first 10 of the input
 
 
 def test_process_shares_split_shard_and_threads():
