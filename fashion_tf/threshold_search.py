@@ -965,6 +965,14 @@ def write_plots(plots_dir: Path, scores, positive, thresholds, report: dict, lab
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
+def _better_on_held_out_folds(headline: dict, objective: str, per_label: np.ndarray, global_threshold: float):
+    """("global", that threshold for every label) when one global threshold beat per-label thresholds on the
+    held-out folds (few validation images per label make per-label cuts overfit), else ("per_label", per_label)."""
+    if headline["best_global"][objective]["mean"] > headline["per_label"][objective]["mean"]:
+        return "global", np.full_like(per_label, global_threshold)
+    return "per_label", per_label
+
+
 def _check_objective(objective: str) -> str:
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective {objective!r} (choose from {', '.join(OBJECTIVES)})")
@@ -985,7 +993,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", help="run folder with val_predictions.npz (default: newest under --runs-root)")
     parser.add_argument("--runs-root", default="runs", help="where to look for the newest run folder")
     parser.add_argument("--objective", choices=OBJECTIVES, default="micro", help="F1 average to maximise")
-    parser.add_argument("--mode", choices=MODES, default="per_label", help="one threshold per label or one for all")
+    parser.add_argument("--mode", choices=(*MODES, "auto"), default="per_label",
+                        help="one threshold per label, one for all, or (auto, with --cv) whichever scores better on the held-out folds")
     parser.add_argument("--cv", type=int, default=0, help="K-fold cross-validation of the thresholds (0: off)")
     parser.add_argument("--min-positives", type=int, default=5,
                         help="labels with fewer validation positives use the global threshold")
@@ -1009,14 +1018,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     num_images = scores.shape[0]
     progress = sys.stderr.isatty()
 
-    thresholds, info = best_thresholds(scores, positive, args.objective, args.mode, args.min_positives, progress)
+    if args.mode == "auto" and not args.cv:
+        raise UserError("--mode auto chooses per_label or global by their held-out F1: give --cv K (e.g. --cv 5)")
+    mode = "per_label" if args.mode == "auto" else args.mode
+    thresholds, info = best_thresholds(scores, positive, args.objective, mode, args.min_positives, progress)
     if args.cv:
-        cv = cross_validate(scores, positive, args.cv, args.objective, args.mode, args.min_positives, args.seed,
+        cv = cross_validate(scores, positive, args.cv, args.objective, mode, args.min_positives, args.seed,
                             progress)
         thresholds = cv["thresholds"]
         info["global_threshold"] = cv["global_threshold"]
         headline = {s: {m: _summary([f[s][m] for f in cv["fold_metrics"]]) for m in OBJECTIVES} for s in SETTINGS}
         per_label_metrics = cv["pooled_metrics"]["per_label"]
+        if args.mode == "auto":
+            mode, thresholds = _better_on_held_out_folds(headline, args.objective, thresholds, info["global_threshold"])
+            info["mode"] = mode
     else:
         evaluated = {"at_0.5": f1_scores(scores, positive, 0.5),
                      "best_global": f1_scores(scores, positive, info["global_threshold"]),
@@ -1032,7 +1047,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         info["switched_off_labels"] = np.flatnonzero((fit["predicted"] == 0) & (fit["support"] > 0)).tolist()
     report = build_report(run_dir, labels, thresholds, info, headline, per_label_metrics, args.cv or None, num_images)
     write_json_atomic(run_dir / THRESHOLDS_FILE, thresholds_document(
-        thresholds, labels, args.objective, args.mode, info["global_threshold"], args.cv or None))
+        thresholds, labels, args.objective, mode, info["global_threshold"], args.cv or None))
     write_json_atomic(run_dir / REPORT_JSON, _json_ready(report))
     write_bytes_atomic(run_dir / REPORT_MD, report_markdown(report).encode("utf-8"))
     plots_written = []
@@ -1045,7 +1060,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     h = headline
     o = args.objective
     print(
-        f"Threshold search ({o} F1, {args.mode}{f', {args.cv}-fold CV' if args.cv else ', in-sample'}) on "
+        f"Threshold search ({o} F1, {'auto -> ' if args.mode == 'auto' else ''}{mode}"
+        f"{f', {args.cv}-fold CV' if args.cv else ', in-sample'}) on "
         f"{num_images} images x {scores.shape[1]} labels from {run_dir}: {o} F1 {_fmt(h['at_0.5'][o])} at 0.5, "
         f"{_fmt(h['best_global'][o])} at the best global threshold {info['global_threshold']:.4f}, "
         f"{_fmt(h['per_label'][o])} with per-label thresholds; {len(info['rare_labels'])} rare labels use the global "

@@ -26,7 +26,7 @@ t2=$(date +%s)
 "$PY" -m fashion_tf.train --config configs/fashion_products.json \
     --override data.tfrecords="$OUT/tfrecords" --override output_dir="$OUT/run" "$@"
 t3=$(date +%s)
-"$PY" -m fashion_tf.threshold_search --run-dir "$OUT/run" --cv 5
+"$PY" -m fashion_tf.threshold_search --run-dir "$OUT/run" --cv 5 --mode auto
 t4=$(date +%s)
 "$PY" -m fashion_tf.evaluate --run-dir "$OUT/run" --data "$OUT/tfrecords" --split validation --group articleType
 t5=$(date +%s)
