@@ -19,7 +19,8 @@ Training pipeline (training=True), in order:
   decodes only that window (decode_and_crop_jpeg), flips the uint8 window ("flip"), then resizes to S and
   applies rotate / color / randaugment on the float image. Non-JPEG bytes (PNG, ...) take a decode_image +
   slice path (tf.cond on the leading JPEG marker bytes, not on the format field).
-Evaluation pipeline (training=False): one pass, deterministic order, no augmentation, remainder kept;
+Evaluation pipeline (training=False): one pass, deterministic order, no augmentation, remainder kept (with
+  several replicas per pipeline: equal non-empty batches and a sample-weight item, see _equal_batches_for_replicas);
   decode (optionally a central crop, data_cfg.eval_crop_fraction) then resize to S: for images up to 2*S a
   side, exactly tf.io.decode_jpeg (or decode_image) + tf.image.resize.
 Big JPEGs (data_cfg.jpeg_dct_scaling, default on): when the crop window (training) or the image (evaluation,
@@ -561,6 +562,37 @@ def per_replica_batch_size(data_cfg: DataConfig, input_context=None) -> int:
     return input_context.get_per_replica_batch_size(data_cfg.batch_size * input_context.num_replicas_in_sync)
 
 
+def _replicas_per_pipeline(input_context) -> int:
+    if input_context is None:
+        return 1
+    return max(1, input_context.num_replicas_in_sync // max(1, input_context.num_input_pipelines))
+
+
+def _equal_batches_for_replicas(ds, batch_size: int, replicas: int):
+    """Evaluation batches for `replicas` replicas fed by one pipeline, none of them empty.
+
+    The replicas take a pipeline's batches in turn, so a split whose last step has fewer batches than replicas
+    would hand some replica an empty batch, which oneDNN's CPU convolution mishandles (TF 2.21 on AVX-512
+    machines: "Incompatible shapes: [C] vs. [0,H,W,3]"). Each step's examples (up to batch_size * replicas) are
+    padded with at most replicas - 1 copies of its first example and split into `replicas` equal batches;
+    elements gain a last item, the sample weight: 1 for real examples, 0 for copies, so metrics are unchanged.
+    """
+    tf = _tf()
+
+    def split(*step):
+        count = tf.shape(step[0])[0]
+        padded = (count + replicas - 1) // replicas * replicas
+        weights = tf.concat([tf.ones([count], tf.float32), tf.zeros([padded - count], tf.float32)], 0)
+
+        def split_over_replicas(tensor):
+            return tf.reshape(tensor, [replicas, -1, *tensor.shape[1:]])  # the example shape is static
+
+        padded_step = tuple(tf.concat([t, tf.repeat(t[:1], padded - count, axis=0)], 0) for t in step)
+        return tuple(split_over_replicas(t) for t in padded_step + (weights,))
+
+    return ds.batch(batch_size * replicas).map(split).unbatch()
+
+
 def make_dataset(
     data_cfg: DataConfig,
     split: str,
@@ -574,7 +606,8 @@ def make_dataset(
     """Batches of (images float32 [B,S,S,3] in [0,255], labels float32 [B,C] [, ids string [B]]).
 
     training=True: infinite, shuffled, augmented (data_cfg.augment, or `augment` when given), drop remainder.
-    training=False: one pass, deterministic order, no augmentation, remainder kept.
+    training=False: one pass, deterministic order, no augmentation, remainder kept; with several replicas per
+    pipeline, (images, labels, sample_weights) in equal non-empty batches (_equal_batches_for_replicas).
     B = data_cfg.batch_size, the per-replica batch (see the module docstring for input_context).
     """
     files = shard_files(data_cfg.tfrecords, split)  # bad folder/split: UserError before TensorFlow loads
@@ -597,7 +630,12 @@ def make_dataset(
         ds = numbered.map(lambda index, serialized: example_fn(serialized, make_seed(index)), num_parallel_calls=parallel)
     else:
         ds = records.map(example_fn, num_parallel_calls=parallel, deterministic=True)
-    ds = ds.batch(per_replica_batch_size(data_cfg, input_context), drop_remainder=training)
+    batch_size = per_replica_batch_size(data_cfg, input_context)
+    replicas = _replicas_per_pipeline(input_context)
+    if not training and replicas > 1:
+        ds = _equal_batches_for_replicas(ds, batch_size, replicas)
+    else:
+        ds = ds.batch(batch_size, drop_remainder=training)
     if training and "mixup" in augment and data_cfg.mixup_alpha > 0:
         alpha = data_cfg.mixup_alpha
         numbered, make_seed = _enumerate_with_seeds(ds, seed, 2)

@@ -208,6 +208,34 @@ class EpochCheckpoint(keras.callbacks.Callback):
         for old in sorted(self.folder.glob("epoch-*.weights.h5"))[:-KEEP_EPOCH_CHECKPOINTS]:
             old.unlink(missing_ok=True)
 
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that, on --resume, goes on from the monitored values of the epochs already run in this
+    phase (from history.csv) instead of starting its patience and its best value afresh."""
+
+    def __init__(self, earlier_values: Sequence[float], **kwargs):
+        super().__init__(**kwargs)
+        self.earlier_values = [float(v) for v in earlier_values if math.isfinite(float(v))]
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        for value in self.earlier_values:  # the same bookkeeping as on_epoch_end
+            self.wait += 1
+            if self._is_improvement(value, self.best):
+                self.best, self.wait = value, 0
+
+    def already_stopped(self) -> bool:
+        self.on_train_begin()
+        return bool(self.earlier_values) and self.wait >= self.patience
+
+
+def _monitor_history(path: Path, monitor: str, first_epoch: int, end_epoch: int) -> list[float]:
+    """The monitored value of epochs [first_epoch, end_epoch) from history.csv (absent ones are skipped)."""
+    return [row[monitor] for row in _read_history(path)
+            if monitor in row and first_epoch <= int(row.get("epoch", -1)) < end_epoch]
+
+
 class NanGuard(keras.callbacks.TerminateOnNaN):
     """Stop at the first NaN/inf loss and remember where, so training ends with a clear message."""
 
@@ -482,8 +510,15 @@ def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> d
         if _tensorboard_available():
             callbacks.append(keras.callbacks.TensorBoard(run_dir / "tensorboard", write_graph=False, profile_batch=0))
         if cfg.train.early_stopping_patience > 0:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor=cfg.train.monitor, mode=mode, patience=cfg.train.early_stopping_patience))
+            phase_start = 0 if phase_name == "frozen backbone" else freeze_epochs
+            stopping = ResumedEarlyStopping(
+                _monitor_history(run_dir / HISTORY, cfg.train.monitor, phase_start, first_epoch),
+                monitor=cfg.train.monitor, mode=mode, patience=cfg.train.early_stopping_patience)
+            if stopping.already_stopped():
+                print(f"phase {phase_name}: early stopping had already ended it (no better {cfg.train.monitor} in the "
+                      f"last {cfg.train.early_stopping_patience} epochs); nothing to resume", flush=True)
+                continue
+            callbacks.append(stopping)
         with strategy.scope():  # fit finds the strategy here when the multi-worker workaround unset it
             model.fit(
                 train_ds,

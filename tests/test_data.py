@@ -269,6 +269,23 @@ def test_two_input_pipelines_cover_every_record_exactly_once(tmp_path, num_shard
     assert sorted(seen) == [f"img-{i:03d}".encode() for i in range(N_TRAIN)]
 
 
+@pytest.mark.parametrize("batch_size", [1, 4, 5, 6])
+def test_evaluation_for_two_replicas_of_one_pipeline_gives_equal_nonempty_batches_weighting_each_record_once(
+        shards, batch_size):
+    cfg = config(shards, batch_size=batch_size)
+    context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=2)
+    batches = list(data.make_dataset(cfg, "validation", training=False, input_context=context, with_ids=True))
+    assert len(batches) % 2 == 0  # the replicas take batches in turn: every step has one per replica
+    weighted = []
+    for first, second in zip(batches[::2], batches[1::2]):
+        assert 0 < len(first[2]) == len(second[2]) <= batch_size
+        for images, labels, ids, weights in (first, second):
+            assert images.shape[0] == labels.shape[0] == ids.shape[0] == weights.shape[0]
+            weighted.extend(i for i, w in zip(ids.numpy().tolist(), weights.numpy().tolist()) if w == 1.0)
+            assert set(weights.numpy().tolist()) <= {0.0, 1.0}
+    assert sorted(weighted) == [f"img-{i:03d}".encode() for i in range(N_VAL)]  # 13: padded, each weighed once
+
+
 def test_training_pipelines_read_disjoint_records_with_the_per_replica_batch(shards):
     cfg = config(shards, augment=["flip"], shuffle_buffer=16)
     seen = []

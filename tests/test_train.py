@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import signal
@@ -332,6 +333,7 @@ for name, strategy, batch in (("mirrored", "mirrored", 4), ("one_device", "one_d
                                       model__weights=str(init), **common))
     summary = train(cfg, verbose=0)
     results[name] = summary["replicas"]
+    results[name + "_history"] = (out / name / "history.csv").read_text()
 a, b = saved_weights(out / "mirrored" / "model.keras"), saved_weights(out / "one_device" / "model.keras")
 results["max_abs_diff"] = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 results["max_abs_change"] = max(float(np.max(np.abs(x - y))) for x, y in zip(a, saved_weights(init)))
@@ -348,3 +350,53 @@ def test_mirrored_two_cpus_matches_one_device_for_same_global_batch(shards, tmp_
     assert result["mirrored"] == 2 and result["one_device"] == 1
     assert result["max_abs_change"] > 1e-3  # the head did train
     assert result["max_abs_diff"] < 1e-4, result
+    mirrored, one_device = (list(csv.DictReader(io.StringIO(result[f"{name}_history"]))) for name in ("mirrored", "one_device"))
+    for key in ("val_loss", "val_micro_f1", "val_pr_auc"):  # validation: split over replicas, same figures
+        assert float(mirrored[0][key]) == pytest.approx(float(one_device[0][key]), abs=1e-5), key
+
+
+# ---- early stopping on --resume ------------------------------------------------------------------
+@pytest.mark.parametrize("patience", [1, 2, 3, 5])
+def test_resumed_early_stopping_continues_like_an_unbroken_run(patience):
+    import keras
+
+    from fashion_tf.train import ResumedEarlyStopping
+
+    values = [0.50, 0.60, 0.55, 0.58, 0.61, 0.59, 0.60]
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    for split in range(1, len(values)):  # killed after `split` epochs, then resumed
+        unbroken = keras.callbacks.EarlyStopping(monitor="val_f1", mode="max", patience=patience)
+        unbroken.set_model(model)
+        model.stop_training = False
+        unbroken.on_train_begin()
+        stopped_at = None
+        for epoch, value in enumerate(values):
+            unbroken.on_epoch_end(epoch, {"val_f1": value})
+            if model.stop_training:
+                stopped_at = epoch
+                break
+        if stopped_at is not None and split > stopped_at + 1:
+            continue  # a history never runs past the epoch where the run stopped
+        resumed = ResumedEarlyStopping(values[:split], monitor="val_f1", mode="max", patience=patience)
+        resumed.set_model(model)
+        model.stop_training = False
+        assert resumed.already_stopped() == (split == stopped_at + 1 if stopped_at is not None else False), (patience, split)
+        if resumed.already_stopped():
+            continue
+        resumed_stop = None
+        for epoch in range(split, len(values)):
+            resumed.on_epoch_end(epoch, {"val_f1": values[epoch]})
+            if model.stop_training:
+                resumed_stop = epoch
+                break
+        assert resumed_stop == stopped_at and resumed.best == unbroken.best, (patience, split)
+
+
+def test_monitor_history_reads_the_phase_epochs_of_history_csv(tmp_path):
+    from fashion_tf.train import _monitor_history
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss,val_micro_f1\n0,1.0,0.4\n1,0.9,\n2,0.8,0.6\n3,0.7,0.65\n", encoding="utf-8")
+    assert _monitor_history(path, "val_micro_f1", 0, 4)[0] == 0.4
+    assert [round(v, 2) for v in _monitor_history(path, "val_micro_f1", 2, 3)] == [0.6]
+    assert _monitor_history(tmp_path / "missing.csv", "val_micro_f1", 0, 4) == []
