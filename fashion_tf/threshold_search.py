@@ -965,12 +965,18 @@ def write_plots(plots_dir: Path, scores, positive, thresholds, report: dict, lab
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
-def _better_on_held_out_folds(headline: dict, objective: str, per_label: np.ndarray, global_threshold: float):
-    """("global", that threshold for every label) when one global threshold beat per-label thresholds on the
-    held-out folds (few validation images per label make per-label cuts overfit), else ("per_label", per_label)."""
-    if headline["best_global"][objective]["mean"] > headline["per_label"][objective]["mean"]:
-        return "global", np.full_like(per_label, global_threshold)
-    return "per_label", per_label
+AUTO_CHOICES = ("0.5", "global", "per_label")  # on a tie the simpler comes first
+
+
+def _best_on_held_out_folds(headline: dict, objective: str, per_label: np.ndarray, global_threshold: float):
+    """(choice, mode, thresholds): whichever of the plain 0.5 cut, one fitted global threshold or per-label
+    thresholds scored best on the held-out folds. Fitted cuts can lose: per-label ones overfit the few validation
+    positives of a label, and on calibrated scores even one global cut may not beat 0.5."""
+    scored = {"0.5": headline["at_0.5"], "global": headline["best_global"], "per_label": headline["per_label"]}
+    choice = max(AUTO_CHOICES, key=lambda name: scored[name][objective]["mean"])
+    if choice == "per_label":
+        return choice, "per_label", per_label
+    return choice, "global", np.full_like(per_label, 0.5 if choice == "0.5" else global_threshold)
 
 
 def _check_objective(objective: str) -> str:
@@ -994,7 +1000,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs-root", default="runs", help="where to look for the newest run folder")
     parser.add_argument("--objective", choices=OBJECTIVES, default="micro", help="F1 average to maximise")
     parser.add_argument("--mode", choices=(*MODES, "auto"), default="per_label",
-                        help="one threshold per label, one for all, or (auto, with --cv) whichever scores better on the held-out folds")
+                        help="one threshold per label, one for all, or (auto, with --cv) whichever of these and the plain 0.5 "
+                             "scores best on the held-out folds")
     parser.add_argument("--cv", type=int, default=0, help="K-fold cross-validation of the thresholds (0: off)")
     parser.add_argument("--min-positives", type=int, default=5,
                         help="labels with fewer validation positives use the global threshold")
@@ -1019,8 +1026,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = sys.stderr.isatty()
 
     if args.mode == "auto" and not args.cv:
-        raise UserError("--mode auto chooses per_label or global by their held-out F1: give --cv K (e.g. --cv 5)")
+        raise UserError("--mode auto chooses 0.5, global or per_label by their held-out F1: give --cv K (e.g. --cv 5)")
     mode = "per_label" if args.mode == "auto" else args.mode
+    chosen = mode
     thresholds, info = best_thresholds(scores, positive, args.objective, mode, args.min_positives, progress)
     if args.cv:
         cv = cross_validate(scores, positive, args.cv, args.objective, mode, args.min_positives, args.seed,
@@ -1030,7 +1038,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         headline = {s: {m: _summary([f[s][m] for f in cv["fold_metrics"]]) for m in OBJECTIVES} for s in SETTINGS}
         per_label_metrics = cv["pooled_metrics"]["per_label"]
         if args.mode == "auto":
-            mode, thresholds = _better_on_held_out_folds(headline, args.objective, thresholds, info["global_threshold"])
+            chosen, mode, thresholds = _best_on_held_out_folds(headline, args.objective, thresholds,
+                                                                info["global_threshold"])
             info["mode"] = mode
     else:
         evaluated = {"at_0.5": f1_scores(scores, positive, 0.5),
@@ -1060,7 +1069,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     h = headline
     o = args.objective
     print(
-        f"Threshold search ({o} F1, {'auto -> ' if args.mode == 'auto' else ''}{mode}"
+        f"Threshold search ({o} F1, {'auto -> ' if args.mode == 'auto' else ''}{chosen}"
         f"{f', {args.cv}-fold CV' if args.cv else ', in-sample'}) on "
         f"{num_images} images x {scores.shape[1]} labels from {run_dir}: {o} F1 {_fmt(h['at_0.5'][o])} at 0.5, "
         f"{_fmt(h['best_global'][o])} at the best global threshold {info['global_threshold']:.4f}, "

@@ -251,33 +251,43 @@ def test_cli_end_to_end_with_cv_on_newest_run(tmp_path):
     assert not list(run.glob(".*.tmp"))
 
 
-def _auto_mode_run(run_dir: Path, shifted: bool) -> None:
+def _auto_mode_run(run_dir: Path, kind: str) -> None:
     """shifted: label 0 separates at ~0.8 and label 1 at ~0.2 (no one threshold serves both);
-    else 40 alike labels on 60 images, where per-label cuts fit the noise of a few positives each."""
+    noisy: 40 alike labels on 60 images, where per-label cuts fit the noise of a few positives each;
+    step: 85% of positives score in [0.5, 1) and 85% of negatives in [0, 0.5), so 0.5 is the best cut and
+    fitted cuts only add noise."""
     rng = np.random.default_rng(3)
-    if shifted:
+    if kind == "shifted":
         labels = (rng.random((400, 2)) < 0.4).astype(np.uint8)
         centres = np.where(labels == 1, [0.9, 0.3], [0.7, 0.1])
         scores = centres + rng.normal(0, 0.05, labels.shape)
-    else:
+    elif kind == "noisy":
         labels = (rng.random((60, 40)) < 0.1).astype(np.uint8)
         scores = 1 / (1 + np.exp(-(2.0 * labels - 1.0 + rng.normal(0, 1, labels.shape))))
+    else:
+        labels = (rng.random((120, 6)) < 0.5).astype(np.uint8)
+        high = (labels == 1) == (rng.random(labels.shape) < 0.85)
+        scores = np.where(high, rng.uniform(0.5, 1.0, labels.shape), rng.uniform(0.0, 0.5, labels.shape))
     make_run(run_dir, n=labels.shape[0], c=labels.shape[1], labels=labels, scores=scores.astype(np.float32))
 
 
-@pytest.mark.parametrize("shifted,expected", [(True, "per_label"), (False, "global")])
-def test_cli_mode_auto_keeps_what_scores_better_on_held_out_folds(tmp_path, shifted, expected):
+@pytest.mark.parametrize("kind,expected", [("shifted", "per_label"), ("noisy", "global"), ("step", "0.5")])
+def test_cli_mode_auto_keeps_what_scores_best_on_held_out_folds(tmp_path, kind, expected):
     run = tmp_path / "r"
-    _auto_mode_run(run, shifted)
+    _auto_mode_run(run, kind)
     result = run_cli("--run-dir", str(run), "--cv", "5", "--mode", "auto", "--min-positives", "1", "--no-plots", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     headline = json.loads((run / "threshold_report.json").read_text())["headline"]
-    per_label, global_ = headline["per_label"]["micro"]["mean"], headline["best_global"]["micro"]["mean"]
-    assert (global_ > per_label) == (expected == "global")
+    means = {"0.5": headline["at_0.5"]["micro"]["mean"], "global": headline["best_global"]["micro"]["mean"],
+             "per_label": headline["per_label"]["micro"]["mean"]}
+    assert max(means, key=means.get) == expected, means
     doc = json.loads((run / "thresholds.json").read_text())
-    assert doc["mode"] == expected and f"auto -> {expected}" in result.stdout
+    assert doc["mode"] == ("per_label" if expected == "per_label" else "global")
+    assert f"auto -> {expected}" in result.stdout
     thresholds = ts.load_thresholds(run / "thresholds.json")
-    assert (len(set(thresholds.tolist())) == 1) == (expected == "global")
+    assert (len(set(thresholds.tolist())) == 1) == (expected != "per_label")
+    if expected == "0.5":
+        assert set(thresholds.tolist()) == {0.5}
 
 
 def test_cli_mode_auto_needs_cv(tmp_path):
