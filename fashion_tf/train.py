@@ -208,6 +208,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         for old in sorted(self.folder.glob("epoch-*.weights.h5"))[:-KEEP_EPOCH_CHECKPOINTS]:
             old.unlink(missing_ok=True)
 
+
 class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
     """EarlyStopping that, on --resume, goes on from the monitored values of the epochs already run in this
     phase (from history.csv) instead of starting its patience and its best value afresh."""
