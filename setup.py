@@ -22,7 +22,7 @@ setup(
         "tqdm>=4.66",
         "tensorboard>=2.16",
         "requests>=2.31",
-        "urllib3>=2",
+        "pycurl>=7.45.3",  # the downloader's HTTP (libcurl multi; manylinux, macOS and Windows wheels)
         "Pillow>=10.0",
         "iterative-stratification>=0.1.9",
         "ijson>=3.2",

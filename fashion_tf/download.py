@@ -21,20 +21,19 @@ the URL or Content-Type. Connection errors, timeouts, cut bodies, 429 and 5xx ar
 exponential backoff and jitter (Retry-After honoured up to --max-retry-after); other 4xx are not.
 A record waiting out its backoff waits in a heap, not in a sleeping worker.
 
-Throughput: worker threads share one urllib3 PoolManager (keep-alive connections); with
---processes P the shard is split again over P worker processes (their own threads and GIL); at most
-2 x workers downloads are queued and 64 x workers wait in backoff, so memory stays flat for 1M
-images. For JSON input, downloads start at once while the annotations (which follow the images
-in the file) are read in a background thread; manifest rows wait for their labels.
+Throughput: the downloads run in libcurl (fashion_tf.fetcher: up to --workers transfers at once from
+one thread, keep-alive connections), so Python's CPU goes to checking and writing images, done as
+each download ends; with --processes P the shard is split again over P worker processes (their own
+cores). At most `workers` downloads are in flight and 64 x workers wait in backoff, so memory stays
+flat for 1M images. For JSON input, downloads start at once while the annotations (which follow the
+images in the file) are read in a background thread; manifest rows wait for their labels.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as futures
 import contextlib
 import dataclasses
-import email.utils
 import hashlib
 import heapq
 import io
@@ -49,20 +48,18 @@ import signal
 import sys
 import threading
 import time
-import urllib.parse
-import urllib.request
 import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-import urllib3
 from PIL import Image, ImageFile
 from tqdm import tqdm
 
 from fashion_tf.errors import UserError, run_cli
-from fashion_tf.sources import SourceReader, SourceRecord, shard_of
+from fashion_tf.fetcher import Fetcher, FetchFailed, one_line
+from fashion_tf.sources import SourceReader, SourceRecord, check_shard_args, shard_of
 
 MANIFEST_NAME = "manifest.jsonl"
 IMAGES_DIR = "images"
@@ -96,12 +93,6 @@ class Options:
     limit_shard: Optional[tuple[int, int]] = None
 
 
-class FetchFailed(Exception):
-    def __init__(self, reason: str, detail: str = "", retryable: bool = False, retry_after: float | None = None):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason, self.detail, self.retryable, self.retry_after = reason, detail, retryable, retry_after
-
-
 class BadImage(Exception):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -127,150 +118,6 @@ def safe_file_stem(image_id: str) -> str:
 
 def image_relpath(image_id: str) -> str:
     return f"{IMAGES_DIR}/{safe_file_stem(image_id)}.jpg"
-
-
-# ----------------------------------------------------------------------------- HTTP
-
-
-class HttpClient:
-    """Pooled keep-alive HTTP for all worker threads: one urllib3 PoolManager (thread-safe).
-
-    urllib3 is what requests runs on; calling it directly halves the client CPU per image
-    (measured 0.74 vs 1.3-1.6 ms per request here), which matters when one machine downloads
-    and decodes a million images. Direct requests go to the host's connection pool, remembered by
-    origin: that skips the manager's URL parsing and pool-key building on every request (another
-    0.1 ms of 0.45 per request). Proxies from the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY)
-    are honoured like requests does, through urllib3's ProxyManager.
-    """
-
-    def __init__(self, options: Options, num_pools: int = 64):
-        self.headers = {"User-Agent": options.user_agent, "Accept": "image/*,*/*;q=0.8"}
-        kwargs = dict(num_pools=num_pools, maxsize=max(1, options.workers), block=False, headers=self.headers, retries=False)
-        with contextlib.suppress(ImportError):
-            import certifi  # the CA bundle requests would use
-
-            kwargs["ca_certs"] = certifi.where()
-        self.direct = urllib3.PoolManager(**kwargs)
-        self.proxies = {scheme: urllib3.ProxyManager(url, **kwargs)
-                        for scheme, url in urllib.request.getproxies().items() if scheme in ("http", "https")}
-        self.timeout = urllib3.Timeout(connect=options.connect_timeout, read=options.timeout)
-        # Ours, not urllib3's: no retries, no redirects (fetch_once follows them), the body streamed.
-        self.request_options = dict(preload_content=False, redirect=False, retries=False, timeout=self.timeout)
-        self.num_pools = num_pools
-        self._pools: dict[tuple[str, str], urllib3.HTTPConnectionPool] = {}
-
-    def get(self, url: str) -> urllib3.BaseHTTPResponse:
-        parts = urllib.parse.urlsplit(url)
-        proxy = self._proxy_for(parts)
-        if proxy is not None:
-            return proxy.request("GET", url, **self.request_options)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return self._pool_for(url, parts).urlopen("GET", target, headers=self.headers, assert_same_host=False,
-                                                  **self.request_options)
-
-    def _proxy_for(self, parts: urllib.parse.SplitResult) -> urllib3.ProxyManager | None:
-        if self.proxies and parts.scheme in self.proxies and not urllib.request.proxy_bypass(parts.hostname or ""):
-            return self.proxies[parts.scheme]
-        return None
-
-    def _pool_for(self, url: str, parts: urllib.parse.SplitResult) -> urllib3.HTTPConnectionPool:
-        """The manager's pool for the URL's origin. At most num_pools are remembered, like the manager's
-        own; one it has since dropped still works (urllib3 2 closes a pool's connections only when
-        the pool is garbage-collected)."""
-        origin = (parts.scheme, parts.netloc)
-        pool = self._pools.get(origin)
-        if pool is None:
-            if len(self._pools) >= self.num_pools:
-                self._pools.clear()  # the manager keeps the num_pools most recent; forget the rest here too
-            pool = self._pools[origin] = self.direct.connection_from_url(url)
-        return pool
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-
-
-def fetch_once(url: str, options: Options, client: HttpClient) -> bytes:
-    """One GET of `url` (following redirects): its whole body, or FetchFailed saying why and whether to retry."""
-    for _ in range(options.max_redirects + 1):
-        if not url.lower().startswith(("http://", "https://")):
-            raise FetchFailed("bad_url", f"not an http(s) URL: {url[:100]}")
-        try:
-            response = client.get(url)
-        except urllib3.exceptions.TimeoutError:
-            raise FetchFailed("timeout", f"no answer within {options.timeout:g}s", retryable=True) from None
-        except (urllib3.exceptions.LocationValueError, urllib3.exceptions.URLSchemeUnknown, ValueError) as err:
-            raise FetchFailed("bad_url", _short(err)) from None
-        except urllib3.exceptions.SSLError as err:
-            raise FetchFailed("ssl", _short(err)) from None
-        except (urllib3.exceptions.HTTPError, OSError) as err:
-            raise FetchFailed("connection", _short(err), retryable=True) from None
-        try:
-            status = response.status
-            if status in REDIRECT_STATUSES and response.headers.get("Location"):
-                _drain_small_body(response)
-                url = urllib.parse.urljoin(url, response.headers["Location"])
-                continue
-            if status != 200:
-                _drain_small_body(response)
-                retryable = status in (408, 429) or status >= 500
-                retry_after = parse_retry_after(response.headers.get("Retry-After")) if retryable else None
-                raise FetchFailed(f"http_{status}", response.reason or "", retryable, retry_after)
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > options.max_bytes:
-                raise FetchFailed("too_large", f"Content-Length {declared} > --max-bytes {options.max_bytes}")
-            return _read_body(response, options)
-        finally:
-            response.release_conn()
-    raise FetchFailed("redirect_loop", f"more than {options.max_redirects} redirects")
-
-
-def _drain_small_body(response: urllib3.BaseHTTPResponse) -> None:
-    """Read a short error page so the keep-alive connection goes back to the pool, not closed."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) <= 64 * 1024:
-        with contextlib.suppress(urllib3.exceptions.HTTPError, OSError):
-            response.read()
-    else:
-        response.close()
-
-
-def _read_body(response: urllib3.BaseHTTPResponse, options: Options) -> bytes:
-    # The read timeout bounds each socket read; this deadline bounds a server that trickles.
-    deadline = time.monotonic() + 4 * options.timeout
-    parts, size = [], 0
-    try:
-        for chunk in response.stream(256 * 1024):
-            size += len(chunk)
-            if size > options.max_bytes:
-                response.close()
-                raise FetchFailed("too_large", f"body over --max-bytes {options.max_bytes}")
-            if time.monotonic() > deadline:
-                response.close()
-                raise FetchFailed("timeout", f"body took over {4 * options.timeout:g}s", retryable=True)
-            parts.append(chunk)
-    except urllib3.exceptions.TimeoutError:
-        raise FetchFailed("timeout", "body stalled", retryable=True) from None
-    except (urllib3.exceptions.HTTPError, OSError) as err:  # IncompleteRead: Content-Length not met
-        raise FetchFailed("truncated", _short(err), retryable=True) from None
-    return b"".join(parts)
-
-
-def _short(err: BaseException) -> str:
-    return re.sub(r"\s+", " ", str(err))[:200]
 
 
 def _retry_delay(attempt: int, retry_after: float | None, options: Options) -> float:
@@ -305,9 +152,9 @@ def to_rgb_jpeg(data: bytes, options: Options) -> Converted:
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as err:
-        raise BadImage("too_many_pixels", _short(err)) from None
+        raise BadImage("too_many_pixels", one_line(err)) from None
     except Exception as err:  # Pillow raises many types on garbage: UnidentifiedImageError, SyntaxError, ...
-        raise BadImage("not_image", _short(err)) from None
+        raise BadImage("not_image", one_line(err)) from None
     with image:
         width, height = image.size
         if width * height > options.max_pixels:
@@ -326,11 +173,11 @@ def to_rgb_jpeg(data: bytes, options: Options) -> Converted:
         try:
             image.load()
         except Image.DecompressionBombError as err:
-            raise BadImage("too_many_pixels", _short(err)) from None
+            raise BadImage("too_many_pixels", one_line(err)) from None
         except MemoryError:
             raise BadImage("too_many_pixels", "out of memory decoding") from None
         except Exception as err:
-            raise BadImage("corrupt", _short(err)) from None
+            raise BadImage("corrupt", one_line(err)) from None
         if keep:
             return Converted(data, width, height, source_format, True)
         rgb = _as_rgb(image)
@@ -403,49 +250,47 @@ class Attempt:
     last_reason: str = "no_url"
 
 
-def download_one(attempt: Attempt | SourceRecord, output_dir: Path, options: Options,
-                 client: HttpClient | None = None) -> dict | tuple[Attempt, float]:
-    """Try the record's URLs in order. Returns its manifest row (without labels), or, when a URL
-    should be retried, (the next Attempt, seconds to wait) so that the wait does not hold a worker.
-    Never raises for bad data or a bad server."""
-    if isinstance(attempt, SourceRecord):
-        attempt = Attempt(attempt)
-    client = client or HttpClient(options)
+def after_fetch(attempt: Attempt, result: bytes | FetchFailed, output_dir: Path,
+                options: Options) -> dict | Attempt | tuple[Attempt, float]:
+    """What one finished GET of the attempt's current URL leads to: the record's manifest row (without
+    labels), the same URL again after a wait ((Attempt, seconds): the wait holds nothing), or the next
+    URL to fetch (Attempt). Never raises for bad data or a bad server."""
+    url = attempt.record.urls[attempt.url_index]
+    if isinstance(result, FetchFailed):
+        if result.retryable and attempt.retries_done < options.retries:
+            delay = _retry_delay(attempt.retries_done, result.retry_after, options)
+            return dataclasses.replace(attempt, retries_done=attempt.retries_done + 1), delay
+        return next_url_or_failed(_next_url(attempt, f"{url} -> {result}", result.reason))
+    try:
+        converted = to_rgb_jpeg(result, options)
+    except BadImage as failure:
+        return next_url_or_failed(_next_url(attempt, f"{url} -> {failure}", failure.reason))
+    except Exception as err:  # a bug or an odd library error must cost one image, not the run
+        return next_url_or_failed(_next_url(attempt, f"{url} -> error: {type(err).__name__}: {one_line(err)}", "error"))
     record = attempt.record
-    while attempt.url_index < len(record.urls):
-        url = record.urls[attempt.url_index]
-        try:
-            data = fetch_once(url, options, client)
-            converted = to_rgb_jpeg(data, options)
-        except FetchFailed as failure:
-            if failure.retryable and attempt.retries_done < options.retries:
-                delay = _retry_delay(attempt.retries_done, failure.retry_after, options)
-                return dataclasses.replace(attempt, retries_done=attempt.retries_done + 1), delay
-            attempt = _next_url(attempt, f"{url} -> {failure}", failure.reason)
-            continue
-        except BadImage as failure:
-            attempt = _next_url(attempt, f"{url} -> {failure}", failure.reason)
-            continue
-        except Exception as err:  # a bug or an odd library error must cost one image, not the run
-            attempt = _next_url(attempt, f"{url} -> error: {type(err).__name__}: {_short(err)}", "error")
-            continue
-        relpath = image_relpath(record.image_id)
-        _write_image(output_dir / relpath, converted.data)
-        return {
-            "image_id": record.image_id,
-            "status": "ok",
-            "path": relpath,
-            "width": converted.width,
-            "height": converted.height,
-            "sha256": hashlib.sha256(converted.data).hexdigest(),
-            "bytes": len(converted.data),
-            "url": url,
-            "source_format": converted.source_format,
-            "source_bytes": len(data),
-            "kept_original": converted.kept_original,
-        }
+    relpath = image_relpath(record.image_id)
+    _write_image(output_dir / relpath, converted.data)
     return {
         "image_id": record.image_id,
+        "status": "ok",
+        "path": relpath,
+        "width": converted.width,
+        "height": converted.height,
+        "sha256": hashlib.sha256(converted.data).hexdigest(),
+        "bytes": len(converted.data),
+        "url": url,
+        "source_format": converted.source_format,
+        "source_bytes": len(result),
+        "kept_original": converted.kept_original,
+    }
+
+
+def next_url_or_failed(attempt: Attempt) -> Attempt | dict:
+    """The attempt if it has a URL left to try, else the record's failed manifest row (without labels)."""
+    if attempt.url_index < len(attempt.record.urls):
+        return attempt
+    return {
+        "image_id": attempt.record.image_id,
         "status": "failed",
         "error": attempt.last_reason,
         "error_detail": " | ".join(attempt.tried)[:1000],
@@ -620,55 +465,54 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
     writer = ManifestWriter(output_dir / MANIFEST_NAME)
     waiting_for_labels: list[tuple[SourceRecord, dict]] = []
     bar = tqdm(unit="img", disable=not options.progress, dynamic_ncols=True, smoothing=0.05, mininterval=0.5)
-    executor = futures.ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="download")
-    client = HttpClient(options)
-    in_flight: dict[futures.Future, SourceRecord] = {}
-    # Bounded memory: a few queued tasks per worker (never a million futures), and a cap on
-    # records waiting out a backoff (they wait in a heap, not in a sleeping worker).
-    max_in_flight, max_waiting = options.workers * 2, options.workers * 64
+    fetcher = Fetcher(options, max_transfers=options.workers)
+    # Bounded memory: at most `workers` transfers at once (never a million pending), and a cap on
+    # records waiting out a backoff (they wait in a heap, holding no connection).
+    max_waiting = options.workers * 64
     backoff_heap: list[tuple[float, int, Attempt]] = []
     sequence = itertools.count()
-
-    # Finished futures arrive on a queue: cheaper than futures.wait(), which locks every pending future per call.
-    completed: queue.SimpleQueue[futures.Future] = queue.SimpleQueue()
     last_postfix = 0.0
 
-    def submit(attempt: Attempt | SourceRecord) -> None:
-        future = executor.submit(download_one, attempt, output_dir, options, client)
-        in_flight[future] = attempt.record if isinstance(attempt, Attempt) else attempt
-        future.add_done_callback(completed.put)
+    def start(attempt: Attempt) -> None:
+        outcome = next_url_or_failed(attempt)
+        if isinstance(outcome, Attempt):
+            fetcher.start(outcome.record.urls[outcome.url_index], outcome)
+        else:
+            finished(attempt.record, outcome)
 
-    def finished(future: futures.Future) -> None:
-        record = in_flight.pop(future)
-        result = future.result()
-        if isinstance(result, tuple):
-            next_attempt, delay = result
+    def fetched(attempt: Attempt, result: bytes | FetchFailed) -> None:
+        outcome = after_fetch(attempt, result, output_dir, options)
+        if isinstance(outcome, tuple):
+            next_attempt, delay = outcome
             heapq.heappush(backoff_heap, (time.monotonic() + delay, next(sequence), next_attempt))
-            return
-        if result["status"] == "ok":
+        elif isinstance(outcome, Attempt):
+            start(outcome)
+        else:
+            finished(attempt.record, outcome)
+
+    def finished(record: SourceRecord, row: dict) -> None:
+        if row["status"] == "ok":
             summary.ok += 1
-            summary.bytes_downloaded += result["source_bytes"]
-            summary.bytes_written += result["bytes"]
-            summary.kept_original += result["kept_original"]
+            summary.bytes_downloaded += row["source_bytes"]
+            summary.bytes_written += row["bytes"]
+            summary.kept_original += row["kept_original"]
         else:
             summary.failed += 1
-            summary.failures[result["error"]] += 1
-        waiting_for_labels.append((record, result))
+            summary.failures[row["error"]] += 1
+        waiting_for_labels.append((record, row))
         bar.update(1)
 
     def step() -> None:
-        """Wait for a download to finish or a backoff to end; write what is ready."""
+        """Move the downloads on until one ends or a backoff is over; write what is ready."""
         nonlocal last_postfix
-        timeout = max(0.0, backoff_heap[0][0] - time.monotonic()) if backoff_heap else None
-        if in_flight:
-            with contextlib.suppress(queue.Empty):
-                finished(completed.get(timeout=timeout))
-                while True:
-                    finished(completed.get_nowait())
-        elif timeout:
+        timeout = min(1.0, max(0.0, backoff_heap[0][0] - time.monotonic())) if backoff_heap else 1.0
+        if fetcher.active:
+            for attempt, result in fetcher.poll(timeout):
+                fetched(attempt, result)
+        elif backoff_heap:
             time.sleep(timeout)
         while backoff_heap and backoff_heap[0][0] <= time.monotonic():
-            submit(heapq.heappop(backoff_heap)[2])
+            start(heapq.heappop(backoff_heap)[2])
         if waiting_for_labels and reader.labels_ready():
             for record, row in waiting_for_labels:
                 writer.write(_with_labels(row, reader.labels_for(record)))
@@ -686,15 +530,15 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
             if status == "failed" and not options.retry_failed:
                 summary.skipped_failed += 1
                 continue
-            while len(in_flight) >= max_in_flight or len(backoff_heap) >= max_waiting:
+            while fetcher.active >= options.workers or len(backoff_heap) >= max_waiting:
                 step()
-            submit(record)
-        while in_flight or backoff_heap:
+            start(Attempt(record))
+        while fetcher.active or backoff_heap:
             step()
         reader.wait_for_labels()
         step()
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        fetcher.close()
         writer.close()
         if options.progress:
             bar.set_postfix(ok=summary.ok, failed=summary.failed, skipped=summary.skipped_ok + summary.skipped_failed, refresh=True)
@@ -708,13 +552,12 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
 
 
 def download_in_processes(input_path: str | os.PathLike, output_dir: str | os.PathLike, options: Options) -> Summary:
-    """download() split over options.processes worker processes, each with its share of the threads.
+    """download() split over options.processes worker processes, each with its share of the --workers downloads.
 
-    One process's threads share one GIL: on a 2-core machine, 16 threads in one process spent
-    11-13 s of CPU on the benchmark's 7,168 images (the GIL handed from core to core) against 7.5-8.4 s
-    for 2 processes of 8, which took half the wall time. Each process runs download() on a share of
-    the shard (the same crc32 split, one level down) and appends whole rows to the one manifest,
-    as shards into one folder already do; this process shows the progress and sums the summaries.
+    A process checks, converts and writes its images in one thread, so it keeps about one core busy;
+    P processes keep P cores busy (threads would share one GIL). Each process runs download() on a
+    share of the shard (the same crc32 split, one level down) and appends whole rows to the one
+    manifest, as shards into one folder already do; this process shows the progress and sums the summaries.
     """
     output_dir = Path(output_dir)
     started = time.monotonic()
@@ -753,7 +596,7 @@ def _start_method() -> str:
 
 def process_shares(options: Options) -> list[Options]:
     """Each process's options: share j of shard I of N is shard I + N*j of N*P (crc32 % (N*P) is I + N*j
-    exactly when crc32 % N is I), with workers // P threads (the remainder to the first ones)."""
+    exactly when crc32 % N is I), with workers // P downloads each (the remainder to the first ones)."""
     count = options.processes
     return [dataclasses.replace(options, processes=1, progress=False, num_shards=options.num_shards * count,
                                 limit_shard=(options.shard_index, options.num_shards) if options.limit else None,
@@ -870,9 +713,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--input", required=True, help="train.json / validation.json / test.json or a CSV id,url[,labels]")
     parser.add_argument("--output-dir", required=True, help="folder for images/ and manifest.jsonl (created)")
-    parser.add_argument("--workers", type=int, default=defaults.workers, help="parallel downloads (threads, in all processes together)")
-    parser.add_argument("--processes", type=int, default=defaults.processes,
-                        help="worker processes sharing the --workers threads; 2+ use more than one core")
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="downloads in flight at once, in all processes together")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="processes sharing the --workers downloads, each checking and writing its images on one "
+                        "core; 0: one per CPU (at most --workers)")
     parser.add_argument("--timeout", type=float, default=defaults.timeout, help="read timeout per attempt, seconds (a whole body gets 4x)")
     parser.add_argument("--connect-timeout", type=float, default=defaults.connect_timeout, help="connect timeout, seconds")
     parser.add_argument("--retries", type=int, default=defaults.retries, help="extra attempts per URL on connection errors, timeouts, cut bodies, 429 and 5xx")
@@ -896,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from_args(args: argparse.Namespace) -> Options:
     checks = [
         (args.workers >= 1, "--workers must be >= 1"),
-        (args.processes >= 1, "--processes must be >= 1"),
+        (args.processes >= 0, "--processes must be >= 0"),
         (args.timeout > 0 and args.connect_timeout > 0, "--timeout and --connect-timeout must be > 0"),
         (args.retries >= 0, "--retries must be >= 0"),
         (args.backoff >= 0 and args.max_retry_after >= 0, "--backoff and --max-retry-after must be >= 0"),
@@ -908,12 +752,14 @@ def options_from_args(args: argparse.Namespace) -> Options:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    check_shard_args(args.shard_index, args.num_shards)  # before the shard is split again over processes
     return Options(
         workers=args.workers, timeout=args.timeout, connect_timeout=args.connect_timeout, retries=args.retries,
         backoff=args.backoff, max_retry_after=args.max_retry_after, max_redirects=args.max_redirects,
         max_size=args.max_size, quality=args.quality, max_bytes=args.max_bytes, max_pixels=args.max_pixels,
         user_agent=args.user_agent, retry_failed=args.retry_failed, limit=args.limit,
-        shard_index=args.shard_index, num_shards=args.num_shards, progress=not args.no_progress, processes=args.processes,
+        shard_index=args.shard_index, num_shards=args.num_shards, progress=not args.no_progress,
+        processes=args.processes or min(os.cpu_count() or 1, args.workers),
     )
 
 

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+import fashion_tf  # noqa: F401  first, so pycurl loads before any test imports TensorFlow (see fashion_tf/__init__.py)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FASHION_PRODUCTS_DIR", REPO.parent / "shared" / "data" / "fashion-products"))
 

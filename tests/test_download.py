@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fashion_tf.download import (BadImage, HttpClient, Options, download, fetch_once, process_shares, read_manifest,
+from fashion_tf.download import (BadImage, Options, download, process_shares, read_manifest,
                                  safe_file_stem, to_rgb_jpeg)
 from fashion_tf.sources import shard_of
 from fashion_tf.testserver import Fault, serve_folder
@@ -230,30 +230,6 @@ def test_max_size_resizes_keeping_aspect_and_max_bytes_guards(site, tmp_path):
     download(source, out2, Options(**{**FAST.__dict__, "max_bytes": len(GOOD["good0.jpg"])}))
     rows = last_rows(out2)
     assert rows["small"]["status"] == "ok" and rows["big"]["error"] == "too_large"
-
-
-def test_http_client_with_more_hosts_than_pools_and_after_the_manager_forgot_its_pools(tmp_path):
-    (tmp_path / "a.jpg").write_bytes(GOOD["good0.jpg"])
-    with serve_folder(tmp_path) as one, serve_folder(tmp_path) as two, serve_folder(tmp_path) as three:
-        client = HttpClient(FAST, num_pools=2)
-        for _ in range(3):
-            for server in (one, two, three):
-                assert fetch_once(server.url("a.jpg"), FAST, client) == GOOD["good0.jpg"]
-        client.direct.clear()  # the manager forgets every pool; those the client remembers must still work
-        assert fetch_once(one.url("a.jpg"), FAST, client) == GOOD["good0.jpg"]
-        assert one.request_count("/a.jpg") == 4
-
-
-def test_http_proxy_from_the_environment_is_used_unless_no_proxy(tmp_path, monkeypatch):
-    (tmp_path / "a.jpg").write_bytes(GOOD["good0.jpg"])
-    # The test server answers absolute-form requests ("GET http://host/a.jpg") for its own files, as a proxy would.
-    with serve_folder(tmp_path) as proxy, serve_folder(tmp_path) as direct:
-        monkeypatch.setenv("HTTP_PROXY", proxy.base_url)
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        client = HttpClient(FAST)
-        assert fetch_once("http://images.invalid/a.jpg", FAST, client) == GOOD["good0.jpg"]
-        assert fetch_once(direct.url("a.jpg"), FAST, client) == GOOD["good0.jpg"]
-        assert proxy.request_count("/a.jpg") == 1 and direct.request_count("/a.jpg") == 1
 
 
 def test_ids_cannot_write_outside_the_images_folder(site, tmp_path):
