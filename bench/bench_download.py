@@ -6,8 +6,9 @@
 1. Serves ../shared/data/fashion-products/images on 127.0.0.1 with a fault mix (per 50 images:
    1 is 404, 1 answers 503 twice (Retry-After: 1) then the image, 1 cuts its body short once,
    1 is an HTML page, 1 is random bytes, 1 is reachable only through a second URL after a dead
-   first one), then in one run downloads the same images with the same concurrency (threads and
-   processes: --workers threads split over --processes processes, by default one per CPU) using
+   first one), then in one run downloads the same images with the same concurrency (--workers
+   downloads at once split over --processes processes, by default one per CPU: img2dataset's
+   threads, fashion_tf's libcurl transfers) using
    tools/download_images.py and img2dataset 1.47.0 (installed on first use into its own venv,
    bench/results/.venv-img2dataset, git-ignored). img2dataset takes one URL per image, so it gets
    the first URL. Both outputs are checked image by image against the originals: an image is
@@ -387,7 +388,7 @@ def _with_runs(result: dict, figure: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--workers", type=int, default=16, help="download threads for both tools, in all their processes together")
+    parser.add_argument("--workers", type=int, default=16, help="downloads at once for both tools (img2dataset threads, fashion_tf transfers), in all their processes together")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
                         help="worker processes for both tools (fashion_tf --processes, img2dataset --processes_count)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0: all 7,168)")
