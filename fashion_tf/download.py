@@ -260,13 +260,13 @@ def after_fetch(attempt: Attempt, result: bytes | FetchFailed, output_dir: Path,
         if result.retryable and attempt.retries_done < options.retries:
             delay = _retry_delay(attempt.retries_done, result.retry_after, options)
             return dataclasses.replace(attempt, retries_done=attempt.retries_done + 1), delay
-        return next_url_or_failed(_next_url(attempt, f"{url} -> {result}", result.reason))
+        return _url_failed(attempt, f"{url} -> {result}", result.reason)
     try:
         converted = to_rgb_jpeg(result, options)
     except BadImage as failure:
-        return next_url_or_failed(_next_url(attempt, f"{url} -> {failure}", failure.reason))
+        return _url_failed(attempt, f"{url} -> {failure}", failure.reason)
     except Exception as err:  # a bug or an odd library error must cost one image, not the run
-        return next_url_or_failed(_next_url(attempt, f"{url} -> error: {type(err).__name__}: {one_line(err)}", "error"))
+        return _url_failed(attempt, f"{url} -> error: {type(err).__name__}: {one_line(err)}", "error")
     record = attempt.record
     relpath = image_relpath(record.image_id)
     _write_image(output_dir / relpath, converted.data)
@@ -297,9 +297,10 @@ def next_url_or_failed(attempt: Attempt) -> Attempt | dict:
     }
 
 
-def _next_url(attempt: Attempt, what_happened: str, reason: str) -> Attempt:
-    return dataclasses.replace(attempt, url_index=attempt.url_index + 1, retries_done=0,
-                               tried=attempt.tried + (what_happened,), last_reason=reason)
+def _url_failed(attempt: Attempt, what_happened: str, reason: str) -> Attempt | dict:
+    """The current URL is given up: the attempt at the next URL, or the failed row if none is left."""
+    return next_url_or_failed(dataclasses.replace(attempt, url_index=attempt.url_index + 1, retries_done=0,
+                                                  tried=attempt.tried + (what_happened,), last_reason=reason))
 
 
 def _write_image(path: Path, data: bytes) -> None:

@@ -45,11 +45,9 @@ _RETRYABLE_CURL_ERRORS = {
     pycurl.E_OPERATION_TIMEDOUT: "timeout",
     pycurl.E_PARTIAL_FILE: "truncated",  # the body ended before its Content-Length
 }
-_FINAL_CURL_ERRORS = {
+_FINAL_CURL_ERRORS = {  # too_large and redirect_loop: _curl_failure, with their limits in the message
     pycurl.E_UNSUPPORTED_PROTOCOL: "bad_url",
     pycurl.E_URL_MALFORMAT: "bad_url",
-    pycurl.E_TOO_MANY_REDIRECTS: "redirect_loop",
-    pycurl.E_FILESIZE_EXCEEDED: "too_large",
     pycurl.E_SSL_CONNECT_ERROR: "ssl",
     pycurl.E_PEER_FAILED_VERIFICATION: "ssl",
     pycurl.E_SSL_CACERT_BADFILE: "ssl",
@@ -109,7 +107,6 @@ class Fetcher:
             return
         handle = self._idle.pop() if self._idle else self._new_handle()
         handle.body, handle.size, handle.headers, handle.too_large = [], 0, [], False
-        handle.url = url
         try:
             handle.setopt(pycurl.URL, _wire_url(url))
         except (pycurl.error, UnicodeEncodeError, ValueError) as err:
