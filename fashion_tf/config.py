@@ -70,6 +70,7 @@ class LossConfig:
     gamma_neg: float = 4.0  # asl
     clip: float = 0.05  # asl probability margin for negatives
     label_smoothing: float = 0.0
+    group_weights: dict[str, float] = field(default_factory=dict)  # group_softmax: loss weight per group name (default 1)
 
 
 @dataclass
@@ -129,6 +130,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"object of {_type_name(typing.get_args(tp)[1])}"
     return {int: "integer", float: "number", str: "string", bool: "true/false"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
@@ -156,6 +159,10 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         if isinstance(value, list):
             (item_type,) = typing.get_args(tp)
             return [_coerce(item, item_type, f"{key}[{i}]", source) for i, item in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict):
+            _, value_type = typing.get_args(tp)
+            return {name: _coerce(item, value_type, f"{key}.{name}", source) for name, item in value.items()}
     elif tp is bool:
         if isinstance(value, bool):
             return value
@@ -214,6 +221,9 @@ def _validate(config: Config, source: str) -> None:
         value = get_value(config, key)
         if isinstance(value, str) and value != "inverse_frequency":
             raise UserError(f"{source}: {key}: expected a number, null or \"inverse_frequency\", got {value!r}")
+    for name, weight in config.loss.group_weights.items():
+        if weight < 0:
+            raise UserError(f"{source}: loss.group_weights.{name}: must be >= 0, got {weight}")
     unfreeze = config.train.unfreeze
     if unfreeze != "all" and not unfreeze.isdigit():
         raise UserError(f"{source}: train.unfreeze: expected \"all\" or a number of layers, got {unfreeze!r}")

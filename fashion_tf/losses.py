@@ -19,7 +19,7 @@ the positive:negative weight ratio of label c is w_c, a typical label gets alpha
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -209,12 +209,14 @@ def make_loss(
 class GroupSoftmaxLoss(keras.losses.Loss):
     """For a group_softmax head: cross-entropy within each single-choice group, a multi-label loss for the rest.
 
-    Per example: (sum over groups the image has a label in of -sum_i y_i log p_i
-                  + the independent labels' loss summed over them) / (groups + independent labels).
-    An image without a label in a group (the attribute is unknown) adds nothing for that group.
+    Per example: (sum over groups the image has a label in of w_g * -sum_i y_i log p_i
+                  + the independent labels' loss summed over them) / (sum of w_g + independent labels).
+    An image without a label in a group (the attribute is unknown) adds nothing for that group. The group
+    weights w_g default to 1.
     """
 
-    def __init__(self, groups, num_labels: int, independent_loss=None, label_smoothing: float = 0.0, **kwargs):
+    def __init__(self, groups, num_labels: int, independent_loss=None, label_smoothing: float = 0.0,
+                 group_weights=None, **kwargs):
         kwargs.setdefault("name", "group_softmax_loss")
         super().__init__(**kwargs)
         self.groups = [[int(i) for i in group] for group in groups]
@@ -226,44 +228,54 @@ class GroupSoftmaxLoss(keras.losses.Loss):
             raise ValueError("group_softmax: labels outside the groups need an independent (multi-label) loss")
         self.independent_loss = independent_loss
         self.label_smoothing = float(label_smoothing)
+        self.group_weights = [1.0] * len(self.groups) if group_weights is None else [float(w) for w in group_weights]
+        if len(self.group_weights) != len(self.groups) or any(w < 0 for w in self.group_weights):
+            raise ValueError("group_softmax: one non-negative weight per group needed")
 
     def call(self, y_true, y_pred):
         ops = keras.ops
         y_true = ops.cast(y_true, "float32")
         p = ops.clip(ops.cast(y_pred, "float32"), EPSILON, 1.0)
         total = 0.0
-        for group in self.groups:
+        for group, weight in zip(self.groups, self.group_weights):
             target = ops.take(y_true, group, axis=-1)
             has_label = ops.cast(ops.sum(target, axis=-1) > 0, "float32")
             if self.label_smoothing > 0:
                 target = target * (1.0 - self.label_smoothing) + self.label_smoothing / len(group)
             cross_entropy = -ops.sum(target * ops.log(ops.take(p, group, axis=-1)), axis=-1)
-            total = total + has_label * cross_entropy
+            total = total + weight * has_label * cross_entropy
         if self.independent:
             independent = self.independent_loss.call(
                 ops.take(y_true, self.independent, axis=-1), ops.take(y_pred, self.independent, axis=-1)
             )
             total = total + independent * len(self.independent)
-        return total / (len(self.groups) + len(self.independent))
+        return total / (sum(self.group_weights) + len(self.independent))
 
     def get_config(self):
         config = super().get_config()
         inner = None if self.independent_loss is None else keras.saving.serialize_keras_object(self.independent_loss)
         return {**config, "groups": self.groups, "num_labels": self.num_labels, "independent_loss": inner,
-                "label_smoothing": self.label_smoothing}
+                "label_smoothing": self.label_smoothing, "group_weights": self.group_weights}
 
 
 def make_group_softmax_loss(
-    loss_cfg: LossConfig, groups: Sequence[Sequence[int]], num_labels: int,
+    loss_cfg: LossConfig, groups: Mapping[str, Sequence[int]], num_labels: int,
     label_counts: Optional[Sequence[float]] = None, num_examples: Optional[int] = None,
 ) -> GroupSoftmaxLoss:
-    """Cross-entropy per single-choice group plus the configured loss (loss.name) on the other labels."""
-    independent = labels_outside_groups(groups, num_labels)
+    """Cross-entropy per single-choice group (name -> label indices), weighted by loss.group_weights, plus the
+    configured loss (loss.name) on the other labels."""
+    unknown = sorted(set(loss_cfg.group_weights) - set(groups))
+    if unknown:
+        raise UserError(f"loss.group_weights: {', '.join(map(repr, unknown))} is not a single-choice group of the data "
+                        f"(groups: {', '.join(groups) or 'none'})")
+    weights = [loss_cfg.group_weights.get(name, 1.0) for name in groups]
+    independent = labels_outside_groups(list(groups.values()), num_labels)
     inner = None
     if independent:
         counts = None if label_counts is None else np.asarray(label_counts)[independent]
         inner = make_loss(loss_cfg, counts, num_examples)
-    return GroupSoftmaxLoss(groups, num_labels, inner, label_smoothing=loss_cfg.label_smoothing)
+    return GroupSoftmaxLoss(list(groups.values()), num_labels, inner, label_smoothing=loss_cfg.label_smoothing,
+                            group_weights=weights)
 
 
 def make_softmax_loss(loss_cfg: LossConfig) -> keras.losses.Loss:

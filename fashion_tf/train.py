@@ -437,7 +437,7 @@ def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> d
         if cfg.model.head == "softmax":
             loss = make_softmax_loss(cfg.loss)
         elif cfg.model.head == "group_softmax":
-            loss = make_group_softmax_loss(cfg.loss, list(softmax_groups.values()), num_labels, plan.label_counts, num_train)
+            loss = make_group_softmax_loss(cfg.loss, softmax_groups, num_labels, plan.label_counts, num_train)
         else:
             loss = make_loss(cfg.loss, plan.label_counts, num_train)
         optimizer = make_optimizer(cfg, schedule, policy)

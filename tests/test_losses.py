@@ -131,11 +131,27 @@ def test_saturated_probabilities_give_finite_loss():
 
 def test_group_softmax_loss_worked_example():
     # labels 0-1 one group, 2-4 another, 5 independent (BCE)
-    loss = make_group_softmax_loss(LossConfig(name="bce"), [[0, 1], [2, 3, 4]], 6)
+    loss = make_group_softmax_loss(LossConfig(name="bce"), {"a": [0, 1], "b": [2, 3, 4]}, 6)
     y = [[0, 1, 0, 0, 1, 1]]
     p = [[0.3, 0.7, 0.2, 0.3, 0.5, 0.8]]
     expected = (-math.log(0.7) - math.log(0.5) - math.log(0.8)) / 3
     assert value(loss, y, p) == pytest.approx(expected, rel=1e-5)
+
+
+def test_group_softmax_loss_weights_groups_by_name():
+    cfg = LossConfig(name="bce", group_weights={"b": 3.0})
+    loss = make_group_softmax_loss(cfg, {"a": [0, 1], "b": [2, 3, 4]}, 6)
+    y = [[0, 1, 0, 0, 1, 1]]
+    p = [[0.3, 0.7, 0.2, 0.3, 0.5, 0.8]]
+    expected = (-math.log(0.7) - 3 * math.log(0.5) - math.log(0.8)) / (1 + 3 + 1)
+    assert value(loss, y, p) == pytest.approx(expected, rel=1e-5)
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert value(restored, y, p) == pytest.approx(expected, rel=1e-5)
+
+
+def test_group_softmax_loss_rejects_a_weight_for_an_unknown_group():
+    with pytest.raises(UserError, match=r"loss.group_weights: 'colour' is not a single-choice group.*groups: a, b"):
+        make_group_softmax_loss(LossConfig(name="bce", group_weights={"colour": 2.0}), {"a": [0, 1], "b": [2, 3]}, 4)
 
 
 def test_group_softmax_loss_skips_a_group_the_image_has_no_label_in():
@@ -145,7 +161,7 @@ def test_group_softmax_loss_skips_a_group_the_image_has_no_label_in():
 
 
 def test_group_softmax_loss_label_smoothing_and_serialization():
-    loss = make_group_softmax_loss(LossConfig(name="focal", label_smoothing=0.2), [[0, 1]], 3, label_counts=[5, 5, 2])
+    loss = make_group_softmax_loss(LossConfig(name="focal", label_smoothing=0.2), {"a": [0, 1]}, 3, label_counts=[5, 5, 2])
     y = np.array([[1, 0, 1]], np.float32)
     p = np.array([[0.6, 0.4, 0.7]], np.float32)
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
