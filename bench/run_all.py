@@ -1,6 +1,6 @@
 """Run every benchmark in bench/, one after another, and collect their markdown results.
 
-    python bench/run_all.py [--only download,data] [--quick]
+    python bench/run_all.py [--only download,data,train] [--quick]
 
 Each benchmark compares contenders side by side in one run and reports ratios (the machines are
 shared and noisy, so only ratios from one run mean anything). They need the real catalogue in
@@ -23,6 +23,7 @@ QUICK_ARGS = {
     "make_tfrecords": ["--big", "0", "--strat-rows", "20000"],
     "data": ["--sizes", "224", "--seconds", "8", "--rounds", "1", "--no-micro"],
     "threshold": ["--rows", "200000"],
+    "train": ["--steps", "20", "--rounds", "1"],
 }
 
 
