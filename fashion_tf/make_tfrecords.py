@@ -59,7 +59,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @dataclass
 class Catalog:
-    """Compact per-image metadata, in input order: no image bytes (~200 bytes per image)."""
+    """Compact per-image metadata: no image bytes (~200 bytes per image)."""
 
     ids: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
@@ -74,6 +74,13 @@ class Catalog:
         self.paths.append(path)
         self.sizes.append(size)
         self.labels.append(label_indices)
+
+    def in_id_order(self) -> "Catalog":
+        """The same rows sorted by image id, so the split and the shard plan do not depend on the input's row
+        order: a download manifest lists images in the order their downloads finished."""
+        order = sorted(range(len(self.ids)), key=self.ids.__getitem__)
+        return Catalog([self.ids[i] for i in order], [self.paths[i] for i in order],
+                       [self.sizes[i] for i in order], [self.labels[i] for i in order])
 
 
 @dataclass
@@ -336,7 +343,8 @@ def load_input(
 
 
 def build_catalog(loaded: LoadedInput, source_name: str) -> tuple[Catalog, Skipped]:
-    """Resolve labels to indices and stat every image file; missing files are skipped, not fatal."""
+    """Resolve labels to indices and stat every image file (missing files are skipped, not fatal); rows in
+    image-id order."""
     catalog, skipped = Catalog(), Skipped()
     skipped.merge(loaded.pre_skipped)
     index_dtype = np.int16 if len(loaded.label_map) < 2**15 else np.int32
@@ -359,7 +367,7 @@ def build_catalog(loaded: LoadedInput, source_name: str) -> tuple[Catalog, Skipp
             skipped.add("missing_file", record.image_id, f"{record.path} ({err.strerror})")
             continue
         catalog.add(record.image_id, os.fspath(record.path), size, indices)
-    return catalog, skipped
+    return catalog.in_id_order(), skipped
 
 
 # ============================================================================ splits

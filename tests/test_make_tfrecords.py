@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -250,6 +251,28 @@ def test_split_from_file_and_test_fraction(tmp_path):
     splits = json.loads((out3 / "shard_info.json").read_text())["splits"]
     assert set(splits) == {"train", "validation", "test"}
     assert sum(s["num_examples"] for s in splits.values()) == 30
+
+
+def test_split_and_shards_do_not_depend_on_the_manifest_row_order(tmp_path):
+    # The downloader writes manifest rows in the order downloads finish, which differs from run to run.
+    make_download_folder(tmp_path / "dl", n=60, failed=0)
+    rows = (tmp_path / "dl" / "manifest.jsonl").read_text().splitlines()
+    shutil.copytree(tmp_path / "dl", tmp_path / "dl2")
+    # another order of the images; a stable sort keeps the retried image's failed row before its ok row
+    rows.sort(key=lambda row: hashlib.md5(json.loads(row)["image_id"].encode()).hexdigest())
+    (tmp_path / "dl2" / "manifest.jsonl").write_text("\n".join(rows) + "\n")
+    outs = [tmp_path / "out", tmp_path / "out2"]
+    for folder, out in zip((tmp_path / "dl", tmp_path / "dl2"), outs):
+        assert run(["--input", folder, "--output-dir", out, "--val-fraction", "0.25", "--no-tfds"]) == 0
+    validation = [set(read_split(out, "validation")) for out in outs]
+    assert validation[0] == validation[1] and 12 <= len(validation[0]) <= 18
+    shards = [json.loads((out / "shard_info.json").read_text())["splits"]["train"]["shards"] for out in outs]
+    assert shards[0] == shards[1]
+    import tensorflow as tf
+
+    for name in shards[0]:  # the same images in the same order in every shard
+        first, second = ([r.numpy() for r in tf.data.TFRecordDataset(str(out / name))] for out in outs)
+        assert first == second
 
 
 # ---------------------------------------------------------------------------- input kinds
