@@ -221,6 +221,8 @@ def _validate(config: Config, source: str) -> None:
         value = get_value(config, key)
         if isinstance(value, str) and value != "inverse_frequency":
             raise UserError(f"{source}: {key}: expected a number, null or \"inverse_frequency\", got {value!r}")
+    if config.loss.group_weights and config.model.head != "group_softmax":
+        raise UserError(f"{source}: loss.group_weights: only used with model.head group_softmax, not {config.model.head!r}")
     for name, weight in config.loss.group_weights.items():
         if weight < 0:
             raise UserError(f"{source}: loss.group_weights.{name}: must be >= 0, got {weight}")

@@ -270,6 +270,8 @@ def make_group_softmax_loss(
                         f"(groups: {', '.join(groups) or 'none'})")
     weights = [loss_cfg.group_weights.get(name, 1.0) for name in groups]
     independent = labels_outside_groups(list(groups.values()), num_labels)
+    if sum(weights) + len(independent) == 0:
+        raise UserError("loss.group_weights: every group weighs 0 and no other label has a loss: nothing to train")
     inner = None
     if independent:
         counts = None if label_counts is None else np.asarray(label_counts)[independent]

@@ -115,17 +115,20 @@ def test_overrides_are_typed_by_field(tmp_path):
 
 
 def test_group_weights_are_an_object_of_numbers_settable_per_group(tmp_path):
-    config = load_config(None, ["loss.group_weights.articleType=2", "loss.group_weights.gender=1"])
+    config = load_config(None, ["model.head=group_softmax", "loss.group_weights.articleType=2",
+                                "loss.group_weights.gender=1"])
     assert config.loss.group_weights == {"articleType": 2.0, "gender": 1.0}
     path = tmp_path / "c.json"
-    path.write_text('{"loss": {"group_weights": {"articleType": "high"}}}')
+    path.write_text('{"model": {"head": "group_softmax"}, "loss": {"group_weights": {"articleType": "high"}}}')
     with pytest.raises(UserError, match=r"c\.json: loss\.group_weights\.articleType: expected number, got string"):
         load_config(path)
-    path.write_text('{"loss": {"group_weights": [2]}}')
+    path.write_text('{"model": {"head": "group_softmax"}, "loss": {"group_weights": [2]}}')
     with pytest.raises(UserError, match=r"loss\.group_weights: expected object of number, got list"):
         load_config(path)
     with pytest.raises(UserError, match=r"loss\.group_weights\.usage: must be >= 0"):
-        load_config(None, ["loss.group_weights.usage=-1"])
+        load_config(None, ["model.head=group_softmax", "loss.group_weights.usage=-1"])
+    with pytest.raises(UserError, match=r"loss\.group_weights: only used with model\.head group_softmax, not 'sigmoid'"):
+        load_config(None, ["model.head=sigmoid", "loss.group_weights.usage=2"])
 
 
 def test_override_errors():

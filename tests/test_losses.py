@@ -152,6 +152,8 @@ def test_group_softmax_loss_weights_groups_by_name():
 def test_group_softmax_loss_rejects_a_weight_for_an_unknown_group():
     with pytest.raises(UserError, match=r"loss.group_weights: 'colour' is not a single-choice group.*groups: a, b"):
         make_group_softmax_loss(LossConfig(name="bce", group_weights={"colour": 2.0}), {"a": [0, 1], "b": [2, 3]}, 4)
+    with pytest.raises(UserError, match="every group weighs 0"):
+        make_group_softmax_loss(LossConfig(name="bce", group_weights={"a": 0.0}), {"a": [0, 1]}, 2)
 
 
 def test_group_softmax_loss_skips_a_group_the_image_has_no_label_in():
