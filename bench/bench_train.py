@@ -11,7 +11,7 @@ validation pass are left out). Rounds interleave the variants, so load from othe
 alike; the figure is the median over rounds and the ratio is against the first variant at the first size.
 On 2 CPU cores this is what decides how many epochs fit in a time budget.
 
-Shards: --data, or made once from ../shared/data/fashion-products (FASHION_PRODUCTS_DIR) into --work-dir.
+Shards: --data, or made once from ../shared/data/fashion-products (FASHION_PRODUCTS_DIR) into --work-dir\n(bench_data.build_shards).
 Results: bench/results/bench_train.{json,md}.
 """
 
@@ -27,19 +27,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FASHION_PRODUCTS_DIR", REPO.parent / "shared" / "data" / "fashion-products"))
-
-
-def make_shards(work_dir: Path) -> Path:
-    """Shards of the catalogue straight from its image folder (no download), reused when already complete."""
-    shards = work_dir / "tfrecords"
-    if (shards / "label_map.json").is_file():
-        return shards
-    command = [sys.executable, str(REPO / "tools" / "make_tfrecords.py"), "--input", str(DATA / "train.json"),
-               "--images", str(DATA / "images"), "--label-map", str(DATA / "label_map.csv"),
-               "--output-dir", str(shards), "--val-fraction", "0.2", "--seed", "0"]
-    subprocess.run(command, check=True)
-    return shards
+sys.path.insert(0, str(REPO / "bench"))
+from bench_data import build_shards, data_dir  # noqa: E402  (the same cached shards as the data benchmark)
 
 
 def measure(config: str, shards: Path, out: Path, precision: str, xla: bool, size: int, steps: int) -> float:
@@ -91,11 +80,11 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="128", help="comma-separated image sizes (default: %(default)s)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"), help="results folder (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.data is None and not (DATA / "train.json").is_file():
-        print(f"error: {DATA} not found (set FASHION_PRODUCTS_DIR or pass --data)", file=sys.stderr)
+    if args.data is None and not (data_dir() / "train.json").is_file():
+        print(f"error: {data_dir()} not found (set FASHION_PRODUCTS_DIR or pass --data)", file=sys.stderr)
         return 2
     work = Path(args.work_dir)
-    shards = Path(args.data) if args.data else make_shards(work)
+    shards = Path(args.data) if args.data else build_shards(data_dir(), work)[0]
     config = str(Path(args.config).resolve())
     batch_size = json.loads(Path(config).read_text()).get("data", {}).get("batch_size", 64)
     cases = [(variant, size) for size in map(int, args.sizes.split(",")) for variant in args.variants.split(",")]
