@@ -30,5 +30,6 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.2"],
         "gpu": ["tensorflow[and-cuda]>=2.16,<2.22"],
+        "sweep": ["optuna>=4.2"],  # python -m fashion_tf.sweep
     },
 )

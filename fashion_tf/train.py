@@ -369,8 +369,13 @@ def _label_map_path(cfg: Config) -> Path:
 
 
 # ---- training -------------------------------------------------------------------------------
-def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> dict:
-    """Train as configured; returns the summary dict (also written to summary.json)."""
+def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None,
+          extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+    """Train as configured; returns the summary dict (also written to summary.json).
+
+    `extra_callbacks` run after the built-in Keras callbacks, so an exception one raises at an epoch's end
+    (fashion_tf.sweep's pruning) comes after that epoch's history row and checkpoint are written.
+    """
     from fashion_tf import data
     from fashion_tf.labels import LabelMap
     from fashion_tf.losses import make_group_softmax_loss, make_loss, make_softmax_loss
@@ -520,6 +525,7 @@ def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> d
                       f"last {cfg.train.early_stopping_patience} epochs); nothing to resume", flush=True)
                 continue
             callbacks.append(stopping)
+        callbacks.extend(extra_callbacks)
         with strategy.scope():  # fit finds the strategy here when the multi-worker workaround unset it
             model.fit(
                 train_ds,
