@@ -30,6 +30,6 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.2"],
         "gpu": ["tensorflow[and-cuda]>=2.16,<2.22"],
-        "sweep": ["optuna>=4.2"],  # python -m fashion_tf.sweep
+        "sweep": ["optuna>=5.0,<6"],  # python -m fashion_tf.sweep (uses Optuna 5 storage and heartbeat APIs)
     },
 )

@@ -921,7 +921,14 @@ def run_trials(study, runner: TrialRunner, setup: Setup) -> str:
             time.sleep(poll)
             continue
         waiting_said = False
-        study.optimize(runner, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial], gc_after_trial=True)
+        try:
+            study.optimize(runner, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial], gc_after_trial=True)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as err:
+            if not isinstance(err, optuna.exceptions.UpdateFinishedTrialError) and "Cannot tell" not in str(err):
+                raise
+            # another process failed this trial as dead while it ran (its heartbeats came late): it was retried
+            print(f"[sweep {options.study}] note: another process declared this process's trial dead "
+                  f"({_one_line(err)}); if this repeats, raise --grace", flush=True)
 
 
 # ---- CLI --------------------------------------------------------------------------------------------------------
