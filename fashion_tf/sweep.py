@@ -47,13 +47,13 @@ import sys
 import time
 import traceback
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fashion_tf.config import Config, add_config_arguments, from_dict, load_config, save_config, to_dict
 from fashion_tf.errors import UserError, run_cli
-from fashion_tf.fileio import atomic_open, write_bytes_atomic, write_json_atomic
+from fashion_tf.fileio import write_bytes_atomic, write_json_atomic
 
 METRICS = ("cv_micro_f1", "val_micro_f1", "val_pr_auc", "mAP")
 PRUNE_ON = ("val_micro_f1", "val_pr_auc", "val_loss")
@@ -412,7 +412,7 @@ class Setup:
             node.pop(last, None)
         space = {d.key: {d.kind: list(d.options) if d.kind == "choice" else [d.low, d.high], "step": d.step}
                  for d in self.dimensions}
-        return {"metric": self.options.metric, "space": space, "base_config": base}
+        return {"metric": self.options.metric, "prune_on": self.prune_on, "space": space, "base_config": base}
 
 
 def check_options(options: Options) -> None:
@@ -511,7 +511,8 @@ def check_same_study(study, setup: Setup) -> None:
     if recorded is None:
         return  # its creator is about to record it
     ours = setup.study_record()
-    for part, flag in (("metric", "--metric"), ("space", "--space"), ("base_config", "--config/--override")):
+    for part, flag in (("metric", "--metric"), ("prune_on", "--prune-on"), ("space", "--space"),
+                       ("base_config", "--config/--override")):
         if recorded.get(part) != ours[part]:
             raise UserError(f"{where} was started with another {part.replace('_', ' ')} "
                             f"({_first_difference(recorded.get(part), ours[part])}); use the same {flag} or "

@@ -183,6 +183,52 @@ def test_cli_rejects_a_bad_space_before_writing_anything(tmp_path):
     assert not out.exists() and not (tmp_path / "db").exists()
 
 
+def setup_for(tmp_path: Path, *extra: str, space: dict | None = None) -> "sweep.Setup":
+    """A checked setup over a stand-in shard folder (enough for the checks before training; nothing trains here)."""
+    shards = tmp_path / "shards"
+    shards.mkdir(exist_ok=True)
+    (shards / "label_map.json").write_text(json.dumps({"labels": []}))
+    config, space_file = write_inputs(tmp_path / "in", shards, space)
+    args = sweep_args(config, space_file, tmp_path / "out", str(tmp_path / "study.journal"), 1, *extra)
+    return sweep.prepare(sweep.options_from_args(sweep.build_parser().parse_args(args)))
+
+
+def test_a_rerun_with_another_space_metric_or_config_is_refused(tmp_path):
+    study = sweep.open_study(setup_for(tmp_path))
+    assert [t.state.name for t in study.trials] == ["WAITING"]  # the baseline, queued by the study's creator
+    sweep.open_study(setup_for(tmp_path))  # the same command again: accepted
+
+    for extra, space, words in ((("--metric", "mAP"), None, "metric"),
+                                (("--prune-on", "val_loss"), None, "prune on"),
+                                ((), {"loss.label_smoothing": {"uniform": [0, 0.2]}}, "space"),
+                                (("--override", "train.epochs=3"), None, "train.epochs")):
+        with pytest.raises(UserError, match=words):
+            sweep.open_study(setup_for(tmp_path, *extra, space=space))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sweep.json").write_text(json.dumps({"study": "other"}))
+    with pytest.raises(UserError, match="holds study 'other'"):
+        setup_for(tmp_path)
+
+
+def test_a_trial_started_past_the_target_by_a_racing_process_is_given_back(tmp_path):
+    """Two processes can both see N-1 finished trials and ask for one more; the later trial number stands down,
+    and a queued trial (a retry, here) goes back to the queue."""
+    setup = setup_for(tmp_path, "--no-baseline")
+    study = sweep.open_study(setup)
+    study.ask({"loss.label_smoothing": optuna.distributions.FloatDistribution(0, 0.1)})  # the racing process's
+    study.enqueue_trial({"loss.label_smoothing": 0.05}, user_attrs={"retry_of": 7})
+    runner = sweep.TrialRunner(setup, study)
+    study.optimize(runner, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial])
+
+    trials = study.get_trials(deepcopy=False)
+    stood_down = trials[1]
+    assert stood_down.state.name == "FAIL" and stood_down.user_attrs[sweep.SURPLUS_ATTR]
+    assert not (setup.out / "trials").exists()  # it never started a run
+    assert trials[2].state.name == "WAITING" and trials[2].system_attrs["fixed_params"] == {"loss.label_smoothing": 0.05}
+    assert trials[2].user_attrs == {"retry_of": 7}
+    assert sweep.state_counts(study) == {"RUNNING": 1, "WAITING": 1} and runner.ran == []
+
+
 # ---- studies on the synthetic set ----------------------------------------------------------------------------------
 def test_study_prunes_continues_to_the_total_and_its_best_config_trains(shards, tmp_path):
     from fashion_tf.config import load_config
