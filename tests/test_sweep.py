@@ -166,6 +166,16 @@ def test_space_values_are_typed_and_checked_like_the_config(tmp_path):
     assert params is None and "model.width" in why_not
 
 
+@pytest.mark.parametrize("config, space", [("configs/fashion_products.json", "configs/sweeps/fashion_products.json"),
+                                           ("configs/demo.json", "configs/sweeps/demo.json")])
+def test_shipped_space_files_hold_their_configs(config, space):
+    """The shipped spaces load, and hold every value of the config they are for: its baseline trial is the recipe."""
+    base = sweep.load_base_config(str(REPO / config), ())
+    dimensions = sweep.load_space(REPO / space, base)
+    params, why_not = sweep.base_values(dimensions, sweep.trial_config(base, {}, "runs/x", config))
+    assert params is not None, why_not
+
+
 def test_cli_rejects_a_bad_space_before_writing_anything(tmp_path):
     config, space_file = write_inputs(tmp_path / "in", None, {"train.epochs": {"uniform": [1, 3]}})
     out = tmp_path / "out"
