@@ -188,7 +188,7 @@ def _range(where: str, kind: str, values: Any, step: Any) -> tuple[float, float,
 
 def _config_value(base: dict, key: str, value: Any, where: str) -> Any:
     """The value as the config takes it (ints widen to float, etc.), after checking base + {key: value} loads."""
-    config = from_dict(with_values(base, {key: value}, where), where)
+    config = config_from(with_values(base, {key: value}, where), where)
     node = _config_node(config, key)
     if dataclasses.is_dataclass(node):
         raise UserError(f"{where}: names a config section; search one of its keys (e.g. {key}.<key>)")
@@ -221,14 +221,18 @@ def config_params(dimensions: Sequence[Dimension], optuna_params: dict) -> dict:
     return {dim.key: dim.to_config(optuna_params[dim.key]) for dim in dimensions if dim.key in optuna_params}
 
 
-# ---- calls into the rest of fashion_tf: the one place to re-point when train/threshold_search change ------
+# ---- every call into the rest of fashion_tf: the one place to re-point when config/train/threshold_search change --
 def load_base_config(path: Optional[str], overrides: Sequence[str]) -> dict:
     """The resolved base config as a dict (every key), validated like `fashion_tf.train --config`."""
     return to_dict(load_config(path, overrides))
 
 
+def config_from(data: dict, source: str) -> Config:
+    return from_dict(data, source)
+
+
 def trial_config(base: dict, params: dict, output_dir: str | Path, source: str) -> Config:
-    return from_dict(with_values(base, {**params, "output_dir": str(output_dir)}, source), source)
+    return config_from(with_values(base, {**params, "output_dir": str(output_dir)}, source), source)
 
 
 def with_values(data: dict, values: dict, source: str) -> dict:
@@ -289,6 +293,16 @@ def score_run(run_dir: Path, summary: dict, folds: int) -> dict:
         "val_pr_auc": _finite_or_none(summary.get("val_pr_auc")),
         "mAP": _finite_or_none(float(np.nanmean(precision)) if np.isfinite(precision).any() else None),
     }
+
+
+def save_best_config(cfg: Config, path: Path) -> None:
+    save_config(cfg, path)
+
+
+def save_png(figure, path: Path) -> Path:
+    from fashion_tf.plots import save_figure
+
+    return save_figure(figure, path)
 
 
 def _finite_or_none(value: Any) -> Optional[float]:
@@ -481,7 +495,7 @@ def open_study(setup: Setup):
         return study
     study.set_user_attr(STUDY_ATTR, setup.study_record())
     if options.baseline:
-        params, why_not = base_values(setup.dimensions, from_dict(setup.base, "the base config"))
+        params, why_not = base_values(setup.dimensions, config_from(setup.base, "the base config"))
         if params is None:
             print(f"note: no baseline trial: {why_not}", flush=True)
         else:
@@ -790,7 +804,7 @@ def write_outputs(study, setup: Setup, plots: bool = True) -> dict:
     if best is not None:
         best_cfg = trial_config(setup.base, config_params(setup.dimensions, best.params), out / "best",
                                 f"trial {best.number}")
-        save_config(best_cfg, out / "best_config.json")
+        save_best_config(best_cfg, out / "best_config.json")
         written["best_config"] = out / "best_config.json"
     if plots:
         written["plots"] = write_plots(study, out / "plots", setup.prune_on)
@@ -804,8 +818,6 @@ def write_plots(study, folder: Path, prune_on: str) -> list[Path]:
 
     matplotlib.use("Agg")
     from optuna.visualization import matplotlib as views
-
-    from fashion_tf.plots import save_figure
 
     written = []
     for name, draw in (("optimization_history", views.plot_optimization_history),
@@ -821,7 +833,7 @@ def write_plots(study, folder: Path, prune_on: str) -> list[Path]:
                 axes.set_ylabel(prune_on + (" (negated)" if prune_on.endswith("loss") else ""))
             figure = getattr(axes, "figure", None) or axes.flat[0].figure
             figure.set_size_inches(max(figure.get_size_inches()[0], 9), max(figure.get_size_inches()[1], 5))
-            written.append(save_figure(figure, folder / f"{name}.png"))
+            written.append(save_png(figure, folder / f"{name}.png"))
         except Exception as err:  # noqa: BLE001 - a plot that cannot be drawn yet must not end the sweep
             print(f"note: no {name} plot yet ({type(err).__name__}: {_one_line(err)})", flush=True)
     return written
