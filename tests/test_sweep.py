@@ -242,6 +242,7 @@ def test_a_trial_started_past_the_target_by_a_racing_process_is_given_back(tmp_p
 # ---- studies on the synthetic set ----------------------------------------------------------------------------------
 def test_study_prunes_continues_to_the_total_and_its_best_config_trains(shards, tmp_path):
     from fashion_tf.config import load_config
+    from fashion_tf.threshold_search import main as threshold_main
     from fashion_tf.train import main as train_main
 
     config, space = write_inputs(tmp_path / "in", shards)
@@ -283,6 +284,11 @@ def test_study_prunes_continues_to_the_total_and_its_best_config_trains(shards, 
         assert (out / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
     best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    # its score is what `threshold_search --cv 5 --mode auto` reports for that run: the best held-out setting
+    assert threshold_main(["--run-dir", best.user_attrs["run_dir"], "--cv", "5", "--mode", "auto", "--no-plots"]) == 0
+    headline = json.loads((Path(best.user_attrs["run_dir"]) / "threshold_report.json").read_text())["headline"]
+    assert best.value == pytest.approx(max(setting["micro"]["mean"] for setting in headline.values()))
+
     best_cfg = load_config(out / "best_config.json")
     assert best_cfg.train.learning_rate == best.params["train.learning_rate"]
     assert best_cfg.loss.label_smoothing == best.params["loss.label_smoothing"]
