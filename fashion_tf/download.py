@@ -59,12 +59,12 @@ from tqdm import tqdm
 
 from fashion_tf.errors import UserError, run_cli
 from fashion_tf.fetcher import Fetcher, FetchFailed, one_line
+from fashion_tf.image_guard import DEFAULT_MAX_PIXELS, UnsafeImage, check_image
 from fashion_tf.sources import SourceReader, SourceRecord, check_shard_args, shard_of
 
 MANIFEST_NAME = "manifest.jsonl"
 IMAGES_DIR = "images"
 DEFAULT_USER_AGENT = "fashion_tf-downloader/0.1 (research image data set download)"
-PILLOW_DEFAULT_MAX_PIXELS = 89_478_485
 SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -80,7 +80,7 @@ class Options:
     max_size: int = 0
     quality: int = 95
     max_bytes: int = 30 * 1024 * 1024
-    max_pixels: int = PILLOW_DEFAULT_MAX_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
     user_agent: str = DEFAULT_USER_AGENT
     retry_failed: bool = False
     limit: int = 0
@@ -150,15 +150,16 @@ def to_rgb_jpeg(data: bytes, options: Options) -> Converted:
     if looks_like_html(data):
         raise BadImage("html", "an HTML/XML page, not an image")
     try:
+        check_image(data, options.max_pixels)
         image = Image.open(io.BytesIO(data))
+    except UnsafeImage as err:
+        raise BadImage(err.reason, err.detail) from None
     except Image.DecompressionBombError as err:
         raise BadImage("too_many_pixels", one_line(err)) from None
     except Exception as err:  # Pillow raises many types on garbage: UnidentifiedImageError, SyntaxError, ...
         raise BadImage("not_image", one_line(err)) from None
     with image:
         width, height = image.size
-        if width * height > options.max_pixels:
-            raise BadImage("too_many_pixels", f"{width}x{height} declared > --max-pixels {options.max_pixels}")
         source_format = image.format or "?"
         needs_resize = bool(options.max_size) and max(width, height) > options.max_size
         turn = _exif_turn(image)
@@ -766,7 +767,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
 
 def configure_pillow(options: Options) -> None:
     """Our own --max-pixels check runs first; Pillow's global guard must not be stricter or noisier."""
-    Image.MAX_IMAGE_PIXELS = max(options.max_pixels, PILLOW_DEFAULT_MAX_PIXELS)
+    Image.MAX_IMAGE_PIXELS = max(options.max_pixels, DEFAULT_MAX_PIXELS)
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     ImageFile.LOAD_TRUNCATED_IMAGES = False
 

@@ -37,6 +37,7 @@ import numpy as np
 from fashion_tf import schema
 from fashion_tf.errors import UserError, run_cli
 from fashion_tf.fileio import atomic_path, write_json_atomic
+from fashion_tf.image_guard import DEFAULT_MAX_PIXELS, UnsafeImage, check_image
 from fashion_tf.labels import LabelMap
 
 CREATED_BY = "fashion_tf.make_tfrecords"
@@ -50,8 +51,6 @@ DEFAULT_EXCLUDED_COLUMNS = ("id", "year", "productdisplayname")
 FULL_SHARDING_FROM = 100_000  # from this many images on, every split gets --min-shards shards
 MIN_EXAMPLES_PER_SHARD = 6250  # below: one shard per 6,250 images of the split (tiny sets: 1)
 EXAMPLES_PER_REASON = 5
-JPEG_MAGIC = b"\xff\xd8\xff"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 # ============================================================================ records
@@ -603,72 +602,26 @@ class ImageProblem(Exception):
         self.reason = reason
 
 
-def image_format(data: bytes) -> str | None:
-    if data.startswith(JPEG_MAGIC):
-        return "jpeg"
-    if data.startswith(PNG_MAGIC):
-        return "png"
-    return None
+def prepare_image(data: bytes, max_size: int | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, str, int, int]:
+    """(bytes, format, height, width); bytes unchanged unless a resize is asked or the format is not JPEG/PNG.
 
-
-# Start-of-frame markers (baseline, progressive, lossless, arithmetic); not DHT (C4), JPG (C8) or DAC (CC).
-JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-
-
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's frame header, hopping over segment headers only.
-
-    Pillow's header parse reads every table in Python and was the largest per-image cost of writing
-    (bench/bench_make_tfrecords.py); None sends the image to Pillow.
+    The header is checked first (image_guard): a decompression bomb is skipped, never decoded or written.
     """
-    pos, end = 2, len(data)
-    while pos + 4 <= end:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            pos += 2
-        elif marker in JPEG_SOF_MARKERS:
-            if pos + 9 > end:
-                return None
-            height, width = int.from_bytes(data[pos + 5 : pos + 7], "big"), int.from_bytes(data[pos + 7 : pos + 9], "big")
-            return (height, width) if height and width else None
-        elif marker == 0xDA:  # scan data before any frame header: not a JPEG we can trust
-            return None
-        else:
-            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-    return None
-
-
-def png_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from a PNG's IHDR chunk, which the format fixes at bytes 12-24."""
-    if len(data) < 24 or data[12:16] != b"IHDR":
-        return None
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    return (height, width) if height and width else None
-
-
-def prepare_image(data: bytes, max_size: int | None) -> tuple[bytes, str, int, int]:
-    """(bytes, format, height, width); bytes unchanged unless a resize is asked or the format is not JPEG/PNG."""
     from PIL import Image, UnidentifiedImageError
 
-    fmt = image_format(data)
-    size = jpeg_size(data) if fmt == "jpeg" else png_size(data) if fmt == "png" else None
-    if size is not None and (max_size is None or max(size) <= max_size):
-        return data, fmt, size[0], size[1]
     try:
-        # Reads the header only; naming the format skips probing every other Pillow plugin.
+        header = check_image(data, max_pixels)
+    except UnsafeImage as err:
+        raise ImageProblem("too_many_pixels" if err.reason == "too_many_pixels" else "unreadable_image", str(err)) from None
+    fmt = header.format if header.format in ("jpeg", "png") else None
+    if fmt is not None and (max_size is None or max(header.height, header.width) <= max_size):
+        return data, fmt, header.height, header.width
+    try:
         image = Image.open(io.BytesIO(data), formats=[fmt.upper()] if fmt else None)
-        width, height = image.size
-        too_big = max_size is not None and max(width, height) > max_size
-        if fmt is not None and not too_big:
-            return data, fmt, height, width
-        if too_big and fmt == "jpeg":
+        if fmt == "jpeg":
             image.draft("RGB", (max_size, max_size))  # decode at 1/2, 1/4, 1/8 scale: much faster
         image.load()
-        if too_big:
+        if max_size is not None and max(image.size) > max_size:
             image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
         fmt = fmt or "png"  # GIF/BMP/WebP/TIFF become lossless PNG
         if fmt == "jpeg" and image.mode not in ("RGB", "L"):

@@ -33,6 +33,7 @@ import numpy as np
 from fashion_tf.config import Config, load_config
 from fashion_tf.errors import UserError, run_cli
 from fashion_tf.fileio import atomic_open
+from fashion_tf.image_guard import DEFAULT_MAX_PIXELS, UnsafeImage, check_image
 from fashion_tf.labels import LabelMap
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
@@ -171,14 +172,17 @@ def read_input_bytes(item: str) -> bytes:
         raise UserError(f"cannot read: {err.strerror}") from None
 
 
-def load_pixels(item: str, data_cfg):
-    """(pixels, None) or (None, error message)."""
+def load_pixels(item: str, data_cfg, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """(pixels, None) or (None, error message). The header is checked before decoding (image_guard)."""
     import tensorflow as tf
 
     try:
         data = read_input_bytes(item)
+        check_image(data, max_pixels)
     except UserError as err:
         return None, str(err)
+    except UnsafeImage as err:
+        return None, str(err) if err.reason == "too_many_pixels" else "not a readable image (JPEG, PNG, GIF or BMP)"
     try:
         return decode_image(data, data_cfg), None
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, ValueError):

@@ -7,16 +7,15 @@ import io
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from conftest import png_bomb
 from fashion_tf.download import (BadImage, Options, download, process_shares, read_manifest,
                                  safe_file_stem, to_rgb_jpeg)
 from fashion_tf.sources import shard_of
@@ -37,14 +36,6 @@ def png_bytes(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
-
-
-def png_bomb(width=40_000, height=40_000) -> bytes:
-    """A valid-looking 200-byte PNG whose header declares width*height pixels (1.6 G by default)."""
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b"")
 
 
 def half_transparent_png() -> bytes:

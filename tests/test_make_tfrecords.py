@@ -512,35 +512,15 @@ def test_cli_help_shows_defaults():
     assert "--shard-size-mb" in result.stdout and "(default: 128.0)" in result.stdout
 
 
-@pytest.mark.parametrize(
-    "mode, save_kwargs",
-    [
-        ("RGB", {"format": "JPEG"}),
-        ("RGB", {"format": "JPEG", "progressive": True}),
-        ("L", {"format": "JPEG"}),
-        ("CMYK", {"format": "JPEG"}),
-        ("RGB", {"format": "JPEG", "exif": b"Exif\x00\x00" + b"\x00" * 300, "icc_profile": b"\x00" * 700}),
-        ("RGBA", {"format": "PNG"}),
-        ("P", {"format": "PNG"}),
-    ],
-)
-def test_header_sizes_match_pillow(mode, save_kwargs):
-    from PIL import Image
+def test_a_decompression_bomb_is_skipped_not_written(tmp_path):
+    from conftest import png_bomb
 
-    from fashion_tf.make_tfrecords import image_format, jpeg_size, png_size
-
-    buffer = io.BytesIO()
-    Image.new(mode, (37, 23)).save(buffer, **save_kwargs)
-    data = buffer.getvalue()
-    size = jpeg_size(data) if image_format(data) == "jpeg" else png_size(data)
-    assert size == (23, 37)
-
-
-def test_header_size_of_broken_bytes_is_none_and_pillow_decides():
-    from fashion_tf.make_tfrecords import ImageProblem, jpeg_size, png_size, prepare_image
-
-    assert jpeg_size(b"\xff\xd8\xff\xe0\x00") is None
-    assert jpeg_size(b"\xff\xd8\xff\xda\x00\x08" + b"\x00" * 20) is None
-    assert png_size(b"\x89PNG\r\n\x1a\n" + b"\x00" * 4) is None
-    with pytest.raises(ImageProblem):
-        prepare_image(b"\xff\xd8\xff\xe0\x00\x10JFIF", None)
+    make_download_folder(tmp_path / "dl", n=12, failed=0)
+    (tmp_path / "dl" / "images" / "1003.png").write_bytes(png_bomb())  # replaces one listed image
+    manifest = tmp_path / "dl" / "manifest.jsonl"
+    manifest.write_text(manifest.read_text().replace("images/1003.jpg", "images/1003.png"))
+    out = tmp_path / "out"
+    assert run(["--input", tmp_path / "dl", "--output-dir", out, "--val-fraction", "0", "--verify"]) == 0
+    info = json.loads((out / "shard_info.json").read_text())
+    assert info["skipped"]["by_reason"] == {"too_many_pixels": 1}
+    assert "1003" not in read_split(out, "train") and len(read_split(out, "train")) == 11

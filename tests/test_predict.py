@@ -86,6 +86,21 @@ def test_unreadable_inputs_give_error_lines_and_exit_1(tiny, expected, tmp_path,
     assert "3 failed" in err
 
 
+def test_a_decompression_bomb_is_refused_from_its_header_and_the_rest_labelled(tiny, expected, tmp_path, capsys):
+    import resource
+
+    from conftest import png_bomb
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bomb())  # 20000x20000: 1.2 GB as RGB pixels
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, lines, err = _run(["--run-dir", tiny.run_dir, bomb, tiny.image_dir / "img004.png"], capsys)
+    assert code == 1
+    assert lines[0]["error"].startswith("too_many_pixels: 20000x20000 declared")
+    _assert_line_matches(lines[1], tiny, 4, expected)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 200_000  # KiB: nothing near 1.2 GB
+
+
 def test_thresholds_round_trip_just_above_and_just_below(tiny, expected, tmp_path, capsys):
     scores = expected[0][5]
     run_dir = tmp_path / "run"
