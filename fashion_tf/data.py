@@ -56,97 +56,12 @@ import numpy as np
 from fashion_tf import schema
 from fashion_tf.config import AUGMENTATIONS, DataConfig, load_config
 from fashion_tf.errors import UserError, run_cli
+from fashion_tf.shard_folder import ShardFolder
 
-DATASET_INFO = schema.SHARD_INFO_FILE
-LABEL_MAP = schema.LABEL_MAP_FILE
 MAX_CYCLE_LENGTH = 16
 CROP_ASPECT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 CROP_MIN_OBJECT_COVERED = 0.1
 RANDAUGMENT_FILL = 128.0
-
-
-# ---- shard folder metadata ----------------------------------------------------------------
-def dataset_info(tfrecords_dir) -> dict:
-    """The parsed shard_info.json of a shard folder; UserError naming the folder/file when missing or bad."""
-    folder = Path(tfrecords_dir)
-    if not folder.is_dir():
-        raise UserError(f"{folder}: TFRecord folder not found (write it with make_tfrecords)")
-    path = folder / DATASET_INFO
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found (is {folder} a make_tfrecords output folder?)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(info, dict) or not isinstance(info.get("splits"), dict):
-        raise UserError(f"{path}: missing key 'splits'")
-    return info
-
-
-def _split_info(tfrecords_dir, split: str) -> dict:
-    info = dataset_info(tfrecords_dir)
-    splits = info["splits"]
-    if split not in splits:
-        known = ", ".join(splits) or "none"
-        raise UserError(f"{Path(tfrecords_dir) / DATASET_INFO}: no split {split!r} (splits: {known})")
-    return splits[split]
-
-
-def num_examples(tfrecords_dir, split: str) -> int:
-    split_info = _split_info(tfrecords_dir, split)
-    try:
-        return int(split_info["num_examples"])
-    except (KeyError, TypeError, ValueError):
-        raise UserError(f"{Path(tfrecords_dir) / DATASET_INFO}: splits.{split}.num_examples missing or not a number") from None
-
-
-def label_counts(tfrecords_dir, split: str) -> np.ndarray:
-    """Examples per label index in the split, int64 [C]."""
-    split_info = _split_info(tfrecords_dir, split)
-    counts = split_info.get("label_counts")
-    if not isinstance(counts, list):
-        raise UserError(f"{Path(tfrecords_dir) / DATASET_INFO}: splits.{split}.label_counts missing")
-    return np.asarray(counts, dtype=np.int64)
-
-
-def single_choice_groups(tfrecords_dir) -> dict[str, list[int]]:
-    """{group: label indices} of the groups make_tfrecords found single-choice (no image with two of their labels)."""
-    groups = dataset_info(tfrecords_dir).get("groups")
-    if not isinstance(groups, dict):
-        raise UserError(f"{Path(tfrecords_dir) / DATASET_INFO}: no 'groups' (rewrite the shards with make_tfrecords)")
-    return {
-        name: [int(i) for i in group["labels"]]
-        for name, group in groups.items()
-        if group.get("exclusive") and len(group.get("labels", [])) > 1
-    }
-
-
-def shard_files(tfrecords_dir, split: str) -> list[str]:
-    """Full paths of the split's shards, in the order shard_info.json lists them."""
-    folder = Path(tfrecords_dir)
-    split_info = _split_info(folder, split)
-    names = split_info.get("shards")
-    if names is None:
-        files = sorted(folder.glob(f"{split}-*-of-*.tfrecord"))
-    else:
-        files = [folder / name for name in names]
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise UserError(f"{missing[0]}: shard listed in {DATASET_INFO} not found ({len(missing)} missing)")
-    if not files:
-        raise UserError(f"{folder}: split {split!r} has no shard files")
-    return [str(f) for f in files]
-
-
-def resolve_num_labels(tfrecords_dir, num_labels: Optional[int] = None) -> int:
-    if num_labels is not None:
-        return int(num_labels)
-    info = dataset_info(tfrecords_dir)
-    if "num_labels" in info:
-        return int(info["num_labels"])
-    from fashion_tf.labels import LabelMap
-
-    return len(LabelMap.from_json(Path(tfrecords_dir) / LABEL_MAP))
 
 
 def label_weights(counts: np.ndarray, power: float) -> np.ndarray:
@@ -485,7 +400,7 @@ def _read_records(files: list[str], data_cfg: DataConfig, training: bool, input_
 def _balance_filter(records, data_cfg: DataConfig, split: str, num_labels: int, seed):
     """Keep each (repeated) record with probability max-label-weight / max weight (see the module docstring)."""
     tf = _tf()
-    counts = label_counts(data_cfg.tfrecords, split)
+    counts = ShardFolder(data_cfg.tfrecords).label_counts(split)
     weights = np.zeros(num_labels, dtype=np.float64)
     weights[: min(num_labels, len(counts))] = label_weights(counts, data_cfg.balance_power)[:num_labels]
     if not (weights > 0).any():
@@ -610,8 +525,9 @@ def make_dataset(
     pipeline, (images, labels, sample_weights) in equal non-empty batches (_equal_batches_for_replicas).
     B = data_cfg.batch_size, the per-replica batch (see the module docstring for input_context).
     """
-    files = shard_files(data_cfg.tfrecords, split)  # bad folder/split: UserError before TensorFlow loads
-    num_labels = resolve_num_labels(data_cfg.tfrecords, num_labels)
+    folder = ShardFolder(data_cfg.tfrecords)
+    files = folder.shard_files(split)  # bad folder/split: UserError before TensorFlow loads
+    num_labels = folder.num_labels if num_labels is None else int(num_labels)
     tf = _tf()
     augment = list(data_cfg.augment if augment is None else augment)
     unknown = [name for name in augment if name not in AUGMENTATIONS]

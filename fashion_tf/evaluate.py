@@ -41,6 +41,7 @@ import numpy as np
 from fashion_tf.errors import UserError, run_cli
 from fashion_tf.fileio import write_bytes_atomic, write_json_atomic
 from fashion_tf.labels import LabelMap
+from fashion_tf.shard_folder import ShardFolder
 from fashion_tf.predict import Run, load_model, load_run
 
 METRICS_JSON = "metrics.json"
@@ -477,16 +478,13 @@ def summary_line(report: dict, seconds: float) -> str:
 
 # ---------------------------------------------------------------------------- command line
 def check_data(run: Run, data_dir: Path, split: str) -> int:
-    """The shard folder's split size; its label map (when it has one) must be the run's. No TensorFlow needed."""
-    from fashion_tf.data import LABEL_MAP, num_examples
-
-    count = num_examples(data_dir, split)
-    if (data_dir / LABEL_MAP).is_file():
-        shard_labels = LabelMap.from_json(data_dir / LABEL_MAP)
-        if shard_labels.ids != run.label_map.ids:
-            raise UserError(f"{data_dir / LABEL_MAP}: its {len(shard_labels)} label ids differ from the run's "
-                            f"{run.run_dir / 'label_map.json'} ({len(run.label_map)} labels); evaluate with the shards "
-                            "the run was trained on")
+    """The shard folder's split size; its label map must be the run's. No TensorFlow needed."""
+    shards = ShardFolder(data_dir)
+    count = shards.num_examples(split)
+    if shards.label_map.ids != run.label_map.ids:
+        raise UserError(f"{shards.label_map_path}: its {len(shards.label_map)} label ids differ from the run's "
+                        f"{run.folder.label_map} ({len(run.label_map)} labels); evaluate with the shards "
+                        "the run was trained on")
     return count
 
 

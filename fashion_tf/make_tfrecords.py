@@ -39,12 +39,10 @@ from fashion_tf.errors import UserError, run_cli
 from fashion_tf.fileio import atomic_path, write_json_atomic
 from fashion_tf.image_guard import DEFAULT_MAX_PIXELS, UnsafeImage, check_image
 from fashion_tf.labels import LabelMap
+from fashion_tf.shard_folder import SPLITS, ShardFolder, shard_names
 
 CREATED_BY = "fashion_tf.make_tfrecords"
 PLAN_VERSION = 1
-STATE_DIR = ".make_tfrecords"  # plan + one receipt per complete shard
-TFDS_FILES = ("dataset_info.json", "features.json")  # written by tfds.folder_dataset.write_metadata
-SPLITS = ("train", "validation", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 SUFFIX_PREFERENCE = (".jpg", ".jpeg", ".png")  # when <id>.jpg and <id>.png both exist
 DEFAULT_EXCLUDED_COLUMNS = ("id", "year", "productdisplayname")
@@ -501,10 +499,6 @@ class ShardJob:
     rows: list[int]
 
 
-def shard_names(split: str, count: int) -> list[str]:
-    return [f"{split}-{i:05d}-of-{count:05d}.tfrecord" for i in range(count)]
-
-
 def plan_shards(
     catalog: Catalog, folds: np.ndarray, seed: int, shard_size_mb: float, min_shards: int
 ) -> list[ShardJob]:
@@ -542,32 +536,9 @@ def fingerprint(catalog: Catalog, label_map: LabelMap, options: dict, source_fil
     return digest.hexdigest()
 
 
-def state_dir(out: Path) -> Path:
-    return out / STATE_DIR
-
-
-def receipt_path(out: Path, shard_name: str) -> Path:
-    return state_dir(out) / "shards" / f"{shard_name}.json"
-
-
-def our_files(out: Path) -> list[Path]:
-    names = [p for p in out.glob("*.tfrecord") if p.name.split("-", 1)[0] in SPLITS]
-    names += [p for p in out.glob(".*.tfrecord.*.tmp")]
-    names += [out / n for n in (schema.SHARD_INFO_FILE, schema.LABEL_MAP_FILE, *TFDS_FILES, STATE_DIR) if (out / n).exists()]
-    return names
-
-
-def remove_outputs(out: Path) -> None:
-    for path in our_files(out):
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
 def existing_plan(out: Path, fp: str) -> dict | None:
     """The plan on disk when it was made from these inputs and options."""
-    plan_file = state_dir(out) / "plan.json"
+    plan_file = ShardFolder(out).plan_path
     if not plan_file.is_file():
         return None
     try:
@@ -580,15 +551,15 @@ def existing_plan(out: Path, fp: str) -> dict | None:
 def start_plan(out: Path, plan: dict, overwrite: bool) -> None:
     """Write a fresh plan; refuse to mix with another plan's shards unless --overwrite."""
     if not overwrite:
-        if (state_dir(out) / "plan.json").is_file():
+        if ShardFolder(out).plan_path.is_file():
             raise UserError(
                 f"{out}: holds shards planned from other inputs or options (seed, fractions, shard size, images); "
                 "pass --overwrite to replace them, or choose another --output-dir"
             )
-        if any(p.suffix == ".tfrecord" for p in our_files(out)):
+        if any(p.suffix == ".tfrecord" for p in ShardFolder(out).outputs()):
             raise UserError(f"{out}: holds .tfrecord shards without a plan; pass --overwrite to replace them")
-    remove_outputs(out)
-    write_json_atomic(state_dir(out) / "plan.json", plan, indent=None)
+    ShardFolder(out).remove_outputs()
+    write_json_atomic(ShardFolder(out).plan_path, plan, indent=None)
 
 
 # ============================================================================ writing
@@ -676,18 +647,8 @@ def write_shard(
         "skipped": skipped.to_dict(),
     }
     # The receipt is written after the rename: a shard without a receipt is rewritten on resume.
-    write_json_atomic(receipt_path(out, job.name), receipt, indent=None)
+    write_json_atomic(ShardFolder(out).receipt_path(job.name), receipt, indent=None)
     return receipt
-
-
-def read_receipt(out: Path, name: str) -> dict | None:
-    path = receipt_path(out, name)
-    if not (out / name).is_file() or not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def write_all_shards(
@@ -697,9 +658,10 @@ def write_all_shards(
     import tensorflow  # noqa: F401  (imported here, not in the threads, and not timed)
     from tqdm import tqdm
 
-    for stale in out.glob(".*.tfrecord.*.tmp"):  # left by a killed run
+    folder = ShardFolder(out)
+    for stale in folder.temp_shards():  # left by a killed run
         stale.unlink()
-    receipts = {job.name: read_receipt(out, job.name) for job in jobs}
+    receipts = {job.name: folder.read_receipt(job.name) for job in jobs}
     pending = [job for job in jobs if receipts[job.name] is None]
     total_images = sum(len(job.rows) for job in pending)
     lock = threading.Lock()
@@ -813,14 +775,9 @@ def verify_output(out: Path, workers: int = 2) -> tuple[bool, list[str]]:
     from PIL import Image
     from tqdm import tqdm
 
-    info_path = out / schema.SHARD_INFO_FILE
-    if not info_path.is_file():
-        raise UserError(f"{out}: no {schema.SHARD_INFO_FILE} (not a make_tfrecords output folder?)")
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        shards = [(s, n) for data in info["splits"].values() for s, n in zip(data["shards"], data["shard_lengths"])]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise UserError(f"{info_path}: not a make_tfrecords {schema.SHARD_INFO_FILE} ({err})") from None
+    folder = ShardFolder(out)
+    shards = folder.shard_lengths()
+    num_labels = folder.num_labels
     import tensorflow as tf
 
     bar = tqdm(total=sum(n for _, n in shards), unit="img", desc="verifying", disable=None)
@@ -839,6 +796,10 @@ def verify_output(out: Path, workers: int = 2) -> tuple[bool, list[str]]:
                 image_id = example[schema.SOURCE_ID].bytes_list.value[0].decode()
                 if hashlib.sha256(encoded).hexdigest() != example[schema.SHA256].bytes_list.value[0].decode():
                     return f"{shard}: record {count} (image {image_id}): sha256 mismatch"
+                labels = example[schema.LABEL].int64_list.value
+                if labels and not 0 <= min(labels) <= max(labels) < num_labels:
+                    return (f"{shard}: record {count} (image {image_id}): label index {max(labels)} outside the "
+                            f"{num_labels} labels of {folder.label_map_path.name}")
                 try:
                     Image.open(io.BytesIO(encoded)).load()
                 except Exception as err:  # any decoder failure is a corrupt record
@@ -852,7 +813,7 @@ def verify_output(out: Path, workers: int = 2) -> tuple[bool, list[str]]:
         except (IndexError, UnicodeDecodeError) as err:
             return f"{shard}: record {count}: malformed example ({err})"
         if count != expected:
-            return f"{shard}: {count} records, {schema.SHARD_INFO_FILE} says {expected}"
+            return f"{shard}: {count} records, {folder.info_path.name} says {expected}"
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -877,7 +838,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="make_tfrecords.py",
         description="Write images + labels as sharded TFRecords (train/validation[/test]) with "
-        f"{schema.SHARD_INFO_FILE}, label_map.json (the label map) and TFDS metadata; or --verify an output folder.",
+        "shard_info.json, label_map.json (the label map) and TFDS metadata; or --verify an output folder.",
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--input", type=Path, help="download folder (manifest.jsonl), iMaterialist JSON, "
@@ -952,7 +913,7 @@ def make_tfrecords(args: argparse.Namespace) -> dict:
     fp = fingerprint(catalog, label_map, {k: v for k, v in options.items() if k != "name"}, loaded.source_files)
     plan = None if args.overwrite else existing_plan(out, fp)
     if plan is not None:
-        print_fn(f"resuming: the plan in {state_dir(out)} matches these inputs and options")
+        print_fn(f"resuming: the plan in {ShardFolder(out).state_dir} matches these inputs and options")
     else:
         folds, method = assign_splits(
             catalog, label_map, args.val_fraction, args.test_fraction, args.seed, split_ids
@@ -966,7 +927,7 @@ def make_tfrecords(args: argparse.Namespace) -> dict:
         }
         start_plan(out, plan, args.overwrite)
     jobs = [ShardJob(s["name"], s["split"], s["rows"]) for s in plan["shards"]]
-    label_map.to_json(out / "label_map.json")
+    label_map.to_json(ShardFolder(out).label_map_path)
 
     receipts, stats = write_all_shards(jobs, catalog, out, len(label_map), args.max_size, args.workers)
     for receipt in receipts.values():
@@ -979,7 +940,7 @@ def make_tfrecords(args: argparse.Namespace) -> dict:
     info = dataset_info(
         options["name"], label_map, jobs, receipts, group_info(label_map, catalog), stratification, skipped
     )
-    write_json_atomic(out / schema.SHARD_INFO_FILE, info)
+    write_json_atomic(ShardFolder(out).info_path, info)
     if not args.no_tfds:
         write_tfds_metadata(out, options["name"], len(label_map), info)
     info["summary"] = dict(stats, total_seconds=time.perf_counter() - started, input_kind=loaded.kind)

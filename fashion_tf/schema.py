@@ -19,11 +19,6 @@ SHA256 = "image/key/sha256"
 
 FEATURE_NAMES = (ENCODED, FORMAT, HEIGHT, WIDTH, LABEL, SOURCE_ID, SHA256)
 
-# A shard folder: `{split}-{i:05d}-of-{n:05d}.tfrecord` files, our split/label statistics, the label map,
-# and TFDS's own metadata (dataset_info.json, features.json) so tfds.builder_from_directory(folder) loads it.
-SHARD_INFO_FILE = "shard_info.json"
-LABEL_MAP_FILE = "label_map.json"
-
 
 def serialize_example(
     encoded: bytes,

@@ -47,6 +47,8 @@ import numpy as np
 from fashion_tf.config import Config, load_config, save_config
 from fashion_tf.errors import UserError, run_cli
 from fashion_tf.fileio import atomic_path, write_json_atomic
+from fashion_tf.run_folder import RunFolder
+from fashion_tf.shard_folder import ShardFolder
 
 CHECKPOINTS = "checkpoints"
 LAST_STATE = "last.json"
@@ -359,20 +361,10 @@ def _trim_history(path: Path, epochs: int) -> None:
             tmp.write_text(header + "".join(kept), encoding="utf-8")
 
 
-def _label_map_path(cfg: Config) -> Path:
-    from fashion_tf import schema
-
-    path = Path(cfg.data.tfrecords) / schema.LABEL_MAP_FILE
-    if not path.is_file():
-        raise UserError(f"{path}: not found (data.tfrecords must be a make_tfrecords output folder)")
-    return path
-
-
 # ---- training -------------------------------------------------------------------------------
 def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> dict:
     """Train as configured; returns the summary dict (also written to summary.json)."""
     from fashion_tf import data
-    from fashion_tf.labels import LabelMap
     from fashion_tf.losses import make_group_softmax_loss, make_loss, make_softmax_loss
     from fashion_tf.models import build_model, set_backbone_trainable
 
@@ -385,11 +377,11 @@ def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> d
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(cfg.train.seed)
 
-    label_map = LabelMap.from_json(_label_map_path(cfg))
-    num_labels = len(label_map)
+    shards = ShardFolder(cfg.data.tfrecords)
+    num_labels = shards.num_labels
     tfrecords = cfg.data.tfrecords
-    num_train = data.num_examples(tfrecords, cfg.data.train_split)
-    num_val = data.num_examples(tfrecords, cfg.data.val_split)
+    num_train = shards.num_examples(cfg.data.train_split)
+    num_val = shards.num_examples(cfg.data.val_split)
     if num_train < 1:
         raise UserError(f"{tfrecords}: the {cfg.data.train_split!r} split is empty")
     if num_val < 1:
@@ -408,13 +400,13 @@ def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> d
     state = _prepare_run_dir(run_dir, resume)
     if role.is_chief:
         save_config(cfg, run_dir / "config.json")
-        shutil.copyfile(_label_map_path(cfg), run_dir / _label_map_path(cfg).name)
+        shutil.copyfile(shards.label_map_path, RunFolder(run_dir).label_map)
     plan = Plan(num_labels, num_train, num_val, replicas, global_batch, learning_rate, steps_per_epoch,
-                freeze_epochs, policy, run_dir, role, data.label_counts(tfrecords, cfg.data.train_split))
+                freeze_epochs, policy, run_dir, role, shards.label_counts(cfg.data.train_split))
     _print_plan(cfg, plan, strategy, state)
     softmax_groups = {}
     if cfg.model.head == "group_softmax":
-        softmax_groups = data.single_choice_groups(tfrecords)
+        softmax_groups = shards.single_choice_groups()
         print(f"group_softmax: one softmax each for {', '.join(softmax_groups) or 'no group'}; "
               f"{num_labels - sum(map(len, softmax_groups.values()))} labels keep a sigmoid and loss.name={cfg.loss.name}",
               flush=True)
@@ -450,7 +442,7 @@ def train(cfg: Config, resume: bool = False, verbose: Optional[int] = None) -> d
         _trim_history(run_dir / HISTORY, start_epoch)
 
     # A label without validation positives has no PR curve; Keras would count it as AUC 0 in the mean.
-    val_counts = data.label_counts(tfrecords, cfg.data.val_split)
+    val_counts = shards.label_counts(cfg.data.val_split)
     present = np.zeros(num_labels, np.float32)
     present[: min(num_labels, len(val_counts))] = val_counts[:num_labels] > 0
     auc_label_weights = present if 0 < present.sum() < num_labels else None

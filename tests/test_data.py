@@ -15,6 +15,7 @@ tf = pytest.importorskip("tensorflow")
 from fashion_tf import data, schema  # noqa: E402
 from fashion_tf.config import DataConfig  # noqa: E402
 from fashion_tf.errors import UserError, run_cli  # noqa: E402
+from fashion_tf.shard_folder import ShardFolder  # noqa: E402
 
 NUM_LABELS = 5
 IMAGE_SIZE = 32
@@ -114,24 +115,10 @@ def collect(dataset, batches: int | None = None):
     return np.concatenate(images), np.concatenate(labels), ids
 
 
-# ---- metadata ---------------------------------------------------------------------------
-def test_metadata_helpers(shards):
-    assert data.num_examples(shards, "train") == N_TRAIN
-    assert data.shard_files(shards, "train") == [str(shards / f"train-{s:05d}-of-00004.tfrecord") for s in range(4)]
-    expected_counts = np.zeros(NUM_LABELS, dtype=np.int64)
-    for i in range(N_TRAIN):
-        expected_counts[labels_of(i)] += 1
-    np.testing.assert_array_equal(data.label_counts(shards, "train"), expected_counts)
-    assert data.dataset_info(shards)["num_labels"] == NUM_LABELS
-
-
+# ---- bad input ----------------------------------------------------------------------------
 def test_bad_folder_and_split_are_user_errors(shards, tmp_path, capsys):
-    with pytest.raises(UserError, match="not found"):
-        data.dataset_info(tmp_path / "nope")
-    with pytest.raises(UserError, match="shard_info.json"):
-        data.num_examples(tmp_path, "train")
     with pytest.raises(UserError, match="no split 'test'.*train, validation"):
-        data.shard_files(shards, "test")
+        data.make_dataset(config(shards), "test", training=False)
     with pytest.raises(UserError, match="not found"):
         data.make_dataset(config(tmp_path / "nope"), "train", training=True)
     code = run_cli(data.main, ["benchmark", "--data", str(tmp_path / "nope"), "--seconds", "1"])
@@ -217,7 +204,7 @@ def test_evaluation_equals_plain_decode_and_resize(shards):
     cfg = config(shards, augment=["crop", "flip", "rotate", "color", "randaugment", "mixup"])
     images, _, ids = collect(data.make_dataset(cfg, "validation", training=False, with_ids=True))
     records = {}
-    for serialized in tf.data.TFRecordDataset(data.shard_files(shards, "validation")):
+    for serialized in tf.data.TFRecordDataset(ShardFolder(shards).shard_files("validation")):
         parsed = schema.parse_example(serialized)
         records[parsed[schema.SOURCE_ID].numpy()] = parsed[schema.ENCODED]
     for image, image_id in zip(images, ids):
@@ -228,7 +215,7 @@ def test_evaluation_equals_plain_decode_and_resize(shards):
 def test_evaluation_central_crop_fraction(shards):
     cfg = config(shards, eval_crop_fraction=0.5)
     images, _, ids = collect(data.make_dataset(cfg, "validation", training=False, with_ids=True))
-    first = tf.data.TFRecordDataset(data.shard_files(shards, "validation")).take(1).get_single_element()
+    first = tf.data.TFRecordDataset(ShardFolder(shards).shard_files("validation")).take(1).get_single_element()
     parsed = schema.parse_example(first)
     decoded = tf.io.decode_jpeg(parsed[schema.ENCODED], channels=3)
     central = tf.image.crop_to_bounding_box(decoded, HEIGHT // 4, WIDTH // 4, HEIGHT // 2, WIDTH // 2)

@@ -50,6 +50,7 @@ def write_tiny_shards(folder: Path, n_train=64, n_val=20, seed=0, single_choice_
 
     from fashion_tf import schema
     from fashion_tf.labels import LabelMap
+    from fashion_tf.shard_folder import ShardFolder
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -67,8 +68,9 @@ def write_tiny_shards(folder: Path, n_train=64, n_val=20, seed=0, single_choice_
         info["splits"][split] = {"num_examples": count, "label_counts": counts.tolist(), "shards": [name]}
     if single_choice_pair:
         info["groups"] = {"pair": {"labels": [0, 1], "exclusive": True}, "rest": {"labels": [2, 3], "exclusive": False}}
-    (folder / schema.SHARD_INFO_FILE).write_text(json.dumps(info))
-    LabelMap.from_ids([str(k + 1) for k in range(NUM_LABELS)]).to_json(folder / "label_map.json")
+    shard_folder = ShardFolder(folder)
+    shard_folder.info_path.write_text(json.dumps(info))
+    LabelMap.from_ids([str(k + 1) for k in range(NUM_LABELS)]).to_json(shard_folder.label_map_path)
     return folder
 
 
