@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from fashion_tf.errors import UserError
+
 
 def _default_file_mode() -> int:
     umask = os.umask(0)
@@ -107,3 +109,15 @@ class folder_lock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def check_folder_writable(folder: Path, what: str) -> None:
+    """One line, before any work, when `folder` is a file or cannot be created or written."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UserError(f"{folder}: cannot be the {what}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{folder}: cannot write the {what} here: {existing} is not writable")

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fashion_tf.errors import UserError
-from fashion_tf.fileio import atomic_path
+from fashion_tf.fileio import atomic_path, check_folder_writable
 
 if TYPE_CHECKING:
     from fashion_tf.config import Config
@@ -131,18 +131,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
-
-
-def check_folder_writable(folder: Path, what: str) -> None:
-    """One line, before any work, when `folder` is a file or cannot be created or written."""
-    folder = Path(folder)
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        raise UserError(f"{folder}: cannot be the {what}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{folder}: cannot write the {what} here: {existing} is not writable")
 
 
 def newest_run(runs_root: str | os.PathLike) -> RunFolder:
