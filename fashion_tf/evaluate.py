@@ -42,11 +42,9 @@ from fashion_tf.errors import UserError, run_cli
 from fashion_tf.fileio import write_bytes_atomic, write_json_atomic
 from fashion_tf.labels import LabelMap
 from fashion_tf.shard_folder import ShardFolder
-from fashion_tf.predict import Run, load_model, load_run
+from fashion_tf.predict import load_model
+from fashion_tf.run_folder import Run, RunFolder, load_run
 
-METRICS_JSON = "metrics.json"
-METRICS_MD = "metrics.md"
-PLOTS_DIR = "plots"
 GALLERY_SIZE = 16
 CONFUSION_MAX_CLASSES = 30
 PCA_MAX_POINTS = 5000
@@ -131,26 +129,25 @@ def scores_and_embeddings_model(model):
 
 def collect_predictions(model, dataset, thresholds: np.ndarray, gallery_size: int, total_batches: int | None) -> Predictions:
     """One pass over the dataset: scores, true labels, ids, embeddings, and the worst images' pixels."""
-    import tensorflow as tf
     from tqdm import tqdm
 
+    from fashion_tf.inference import batches
+
     features_model, has_embeddings = scores_and_embeddings_model(model)
-    step = tf.function(lambda images: features_model(images, training=False), reduce_retracing=True)
     ids: list[str] = []
     scores, positive, embeddings = [], [], []
     worst = WorstImages(gallery_size)
     start = time.perf_counter()
-    for images, labels, batch_ids in tqdm(dataset, total=total_batches, unit="batch", desc="evaluate", file=sys.stderr, disable=None):
-        outputs = step(images)
-        batch_scores = np.asarray(outputs[0] if has_embeddings else outputs, dtype=np.float32)
-        batch_positive = labels.numpy() > 0.5
-        batch_id_list = [x.decode("utf-8", "replace") for x in batch_ids.numpy()]
+    for batch in tqdm(batches(features_model, dataset), total=total_batches, unit="batch", desc="evaluate",
+                      file=sys.stderr, disable=None):
+        batch_scores = np.asarray(batch.outputs[0] if has_embeddings else batch.outputs, dtype=np.float32)
+        batch_positive = batch.labels > 0.5
         scores.append(batch_scores)
         positive.append(batch_positive)
-        ids.extend(batch_id_list)
+        ids.extend(batch.ids)
         if has_embeddings:
-            embeddings.append(np.asarray(outputs[1], dtype=np.float32).reshape(len(batch_scores), -1))
-        worst.offer(images.numpy(), batch_scores, batch_positive, batch_id_list, thresholds)
+            embeddings.append(np.asarray(batch.outputs[1], dtype=np.float32).reshape(len(batch_scores), -1))
+        worst.offer(batch.images.numpy(), batch_scores, batch_positive, batch.ids, thresholds)
     seconds = time.perf_counter() - start
     if not ids:
         raise UserError("the split has no images to evaluate")
@@ -365,7 +362,7 @@ def write_plots(run: Run, predictions: Predictions, group: str | None, max_class
     from fashion_tf import plots
 
     lm = run.label_map
-    plots_dir = run.run_dir / PLOTS_DIR
+    plots_dir = run.folder.plots
     written: dict[str, str | None] = {"confusion": None, "worst_misclassified": None, "pca": None}
     notes: list[str] = []
     members = lm.group_members(group) if group is not None else None
@@ -464,6 +461,7 @@ def metrics_markdown(report: dict) -> str:
 
 
 def summary_line(report: dict, seconds: float) -> str:
+    folder = RunFolder(report["run_dir"])
     inference = report["inference_seconds"]
     rate = report["num_images"] / inference if inference > 0 else 0.0
     top1 = ", ".join(f"{g} {_fmt(r['accuracy'], 3)}" for g, r in report["top1_accuracy"].items())
@@ -472,8 +470,8 @@ def summary_line(report: dict, seconds: float) -> str:
             f"(inference {inference:.1f} s, {rate:.1f} images/s): micro F1 {_fmt(report['micro_f1'])}, macro F1 {_fmt(report['macro_f1'])}, "
             f"samples F1 {_fmt(report['samples_f1'])}, mAP {_fmt(report['mAP'])} ({report['mAP_labels']} labels with positives)"
             + (f"; top-1 accuracy: {top1}" if top1 else "")
-            + f"; thresholds: {report['thresholds']}; wrote {METRICS_JSON}, {METRICS_MD} and {plots} plots in "
-            f"{Path(report['run_dir']) / PLOTS_DIR}.")
+            + f"; thresholds: {report['thresholds']}; wrote {folder.metrics_json.name}, {folder.metrics_md.name} and "
+            f"{plots} plots in {folder.plots}.")
 
 
 # ---------------------------------------------------------------------------- command line
@@ -539,8 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["plots"] = plotted["files"]
     report["plot_notes"] = plotted["notes"]
     report["inference_seconds"] = round(predictions.seconds, 3)
-    write_json_atomic(run.run_dir / METRICS_JSON, report)
-    write_bytes_atomic(run.run_dir / METRICS_MD, metrics_markdown(report).encode("utf-8"))
+    write_json_atomic(run.folder.metrics_json, report)
+    write_bytes_atomic(run.folder.metrics_md, metrics_markdown(report).encode("utf-8"))
     for note in plotted["notes"]:
         print(f"note: {note}", file=sys.stderr)
     print(summary_line(report, time.perf_counter() - started))

@@ -24,79 +24,24 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from fashion_tf.config import Config, load_config
 from fashion_tf.errors import UserError, run_cli
 from fashion_tf.fileio import atomic_open
 from fashion_tf.image_guard import DEFAULT_MAX_PIXELS, UnsafeImage, check_image
-from fashion_tf.labels import LabelMap
+from fashion_tf.inference import score_images
+from fashion_tf.run_folder import DEFAULT_THRESHOLD, Run, load_run
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
-DEFAULT_THRESHOLD = 0.5
 URL_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 DOWNLOAD_WORKERS = 8
 
 
-# ---------------------------------------------------------------------------- the run directory
-@dataclass
-class Run:
-    """Everything a trained run directory holds, checked; the model itself is loaded separately."""
-
-    run_dir: Path
-    config: Config
-    label_map: LabelMap
-    thresholds: np.ndarray  # float64 [C] (as threshold_search stores them); positive when score >= threshold
-    thresholds_source: str  # the file they came from, or a sentence saying the default is used
-    model_path: Path
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_map)
-
-    @property
-    def image_size(self) -> int:
-        return self.config.data.image_size
-
-
-def load_run(run_dir: str | os.PathLike, thresholds_path: str | os.PathLike | None = None) -> Run:
-    """Check and read a run directory (config, label map, thresholds); no TensorFlow needed."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: run directory not found")
-    for name in ("config.json", "model.keras", "label_map.json"):
-        if not (run_dir / name).is_file():
-            raise UserError(f"{run_dir / name}: not found (is {run_dir} a run directory written by fashion_tf.train?)")
-    config = load_config(run_dir / "config.json")
-    label_map = LabelMap.from_json(run_dir / "label_map.json")
-    thresholds, source = _read_thresholds(run_dir, thresholds_path, len(label_map))
-    return Run(run_dir, config, label_map, thresholds, source, run_dir / "model.keras")
-
-
-def _read_thresholds(run_dir: Path, explicit: str | os.PathLike | None, num_labels: int) -> tuple[np.ndarray, str]:
-    if explicit is not None:
-        path = Path(explicit)
-        if not path.is_file():
-            raise UserError(f"{path}: thresholds file not found")
-    else:
-        path = run_dir / "thresholds.json"
-        if not path.is_file():
-            default = np.full(num_labels, DEFAULT_THRESHOLD, dtype=np.float64)
-            return default, f"{DEFAULT_THRESHOLD} for every label (no thresholds.json in {run_dir})"
-    from fashion_tf.threshold_search import load_thresholds
-
-    # float64 as stored: rounding a hand-written 0.3 to float32 could flip a score lying between the two.
-    thresholds = np.asarray(load_thresholds(path), dtype=np.float64).reshape(-1)
-    if thresholds.shape[0] != num_labels:
-        raise UserError(f"{path}: {thresholds.shape[0]} thresholds for {num_labels} labels in label_map.json")
-    return thresholds, str(path)
-
-
+# ---------------------------------------------------------------------------- the run and its model
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's start-up chatter (CUDA probing, CPU features) off the user's stderr."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -116,7 +61,7 @@ def load_model(run: Run):
         raise UserError(f"{run.model_path}: cannot load the model ({type(err).__name__}: {first_line[:200]})") from None
     width = model.output_shape[-1] if not isinstance(model.output_shape, list) else None
     if width != run.num_labels:
-        raise UserError(f"{run.model_path}: model outputs {width} scores but label_map.json has {run.num_labels} labels")
+        raise UserError(f"{run.model_path}: model outputs {width} scores but {run.folder.label_map.name} has {run.num_labels} labels")
     return model
 
 
@@ -200,18 +145,11 @@ def score_batches(model, items: Sequence[str], data_cfg, batch_size: int, progre
         for chunk in _chunks(list(items), batch_size):
             loaded = list(pool.map(lambda item: load_pixels(item, data_cfg), chunk))
             good = [pixels for pixels, error in loaded if error is None]
-            scores = iter(_predict(model, good)) if good else iter(())
+            scores = iter(score_images(model, good)) if good else iter(())
             for item, (pixels, error) in zip(chunk, loaded):
                 yield item, (next(scores) if error is None else None), error
             if progress is not None:
                 progress.update(len(chunk))
-
-
-def _predict(model, images: list) -> np.ndarray:
-    import tensorflow as tf
-
-    batch = tf.stack(images)
-    return np.asarray(model(batch, training=False), dtype=np.float32)
 
 
 def positive_labels(scores: np.ndarray, run: Run, top_k: int = 0) -> list[dict]:

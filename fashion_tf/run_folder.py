@@ -83,7 +83,7 @@ class RunFolder:
         names = (self.config, self.label_map, self.model, self.saved_model, self.history, self.plots,
                  self.checkpoints, self.tensorboard, self.val_predictions, self.summary, self.thresholds,
                  self.threshold_report_md, self.threshold_report_json, self.metrics_json, self.metrics_md,
-                 self.worker_weights, self.root / "workers")
+                 self.worker_weights)  # not workers/: each worker of a multi-worker run minds its own
         return [path for path in names if path.exists()]
 
     # ---- a run's lifecycle -----------------------------------------------------------------
