@@ -38,7 +38,6 @@ import hashlib
 import heapq
 import io
 import itertools
-import json
 import multiprocessing
 import os
 import queue
@@ -58,12 +57,13 @@ from PIL import Image, ImageFile
 from tqdm import tqdm
 
 from fashion_tf.errors import UserError, run_cli
+from fashion_tf.fileio import check_folder_writable
 from fashion_tf.fetcher import Fetcher, FetchFailed, one_line
 from fashion_tf.image_guard import DEFAULT_MAX_PIXELS, UnsafeImage, check_image
+from fashion_tf.manifest import (FAILED, IMAGES_DIR, OK, ManifestWriter, images_dir, lock_for_writing, manifest_path,
+                                 read_manifest)
 from fashion_tf.sources import SourceReader, SourceRecord, check_shard_args, shard_of
 
-MANIFEST_NAME = "manifest.jsonl"
-IMAGES_DIR = "images"
 DEFAULT_USER_AGENT = "fashion_tf-downloader/0.1 (research image data set download)"
 SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -117,7 +117,7 @@ def safe_file_stem(image_id: str) -> str:
 
 
 def image_relpath(image_id: str) -> str:
-    return f"{IMAGES_DIR}/{safe_file_stem(image_id)}.jpg"
+    return f"{IMAGES_DIR}/{safe_file_stem(image_id)}.jpg"  # relative to the download folder, as the manifest says
 
 
 def _retry_delay(attempt: int, retry_after: float | None, options: Options) -> float:
@@ -273,7 +273,7 @@ def after_fetch(attempt: Attempt, result: bytes | FetchFailed, output_dir: Path,
     _write_image(output_dir / relpath, converted.data)
     return {
         "image_id": record.image_id,
-        "status": "ok",
+        "status": OK,
         "path": relpath,
         "width": converted.width,
         "height": converted.height,
@@ -292,7 +292,7 @@ def next_url_or_failed(attempt: Attempt) -> Attempt | dict:
         return attempt
     return {
         "image_id": attempt.record.image_id,
-        "status": "failed",
+        "status": FAILED,
         "error": attempt.last_reason,
         "error_detail": " | ".join(attempt.tried)[:1000],
     }
@@ -326,52 +326,6 @@ def _write_image(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise UserError(f"{path}: cannot write image: {err.strerror or err}") from None
-
-
-# ----------------------------------------------------------------------------- manifest
-
-
-def read_manifest(path: Path) -> tuple[dict[str, tuple[str, str]], int]:
-    """{image_id: (status, path)} from the last row of each id, and the number of unreadable lines.
-
-    A torn last line (the writer was killed mid-line) and any other unreadable line are skipped.
-    """
-    state: dict[str, tuple[str, str]] = {}
-    bad = 0
-    if not path.exists():
-        return state, bad
-    with open(path, "rb") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                state[str(row["image_id"])] = (row["status"], row.get("path") or "")
-            except (ValueError, KeyError, TypeError):
-                bad += 1
-    return state, bad
-
-
-class ManifestWriter:
-    """Appends one row per write() call (atomic against other appenders on a local file system)."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "ab", buffering=0)
-        if self._file.tell() > 0 and not _ends_with_newline(path):
-            self._file.write(b"\n")  # seal a torn last line so the next row starts clean
-
-    def write(self, row: dict) -> None:
-        self._file.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        handle.seek(-1, os.SEEK_END)
-        return handle.read(1) == b"\n"
 
 
 def remove_stale_temp_files(images_dir: Path, older_than_s: float) -> int:
@@ -416,6 +370,10 @@ class Summary:
     def attempted(self) -> int:
         return self.ok + self.failed
 
+    def nothing_downloaded(self) -> bool:
+        """Every image of the job failed, in this run and before it: the job did not work."""
+        return self.ok + self.skipped_ok == 0 and self.failed + self.skipped_failed > 0
+
     @classmethod
     def merged(cls, parts: Sequence["Summary"]) -> "Summary":
         """One summary of several processes' shares (their sources joined, elapsed left to the caller)."""
@@ -443,7 +401,7 @@ class Summary:
             f"{self.bytes_written / 1e6:.1f} MB written ({self.kept_original} JPEGs kept byte for byte). "
             f"Skipped from earlier runs: {self.skipped_ok} ok, {self.skipped_failed} failed"
             f"{' (use --retry-failed to try those again)' if self.skipped_failed else ''}. "
-            f"Source: {self.source}. Manifest: {output_dir / MANIFEST_NAME}."
+            f"Source: {self.source}. Manifest: {manifest_path(output_dir)}."
         )
         if self.bad_manifest_lines:
             text += f" {self.bad_manifest_lines} unreadable manifest line(s) ignored (torn by a killed run?)."
@@ -451,20 +409,33 @@ class Summary:
 
 
 def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, options: Options = Options()) -> Summary:
-    """Download one shard of `input_path` into `output_dir`; resumable. Returns the run's summary."""
-    if options.processes > 1:
-        return download_in_processes(input_path, output_dir, options)
+    """Download one shard of `input_path` into `output_dir`; resumable. Returns the run's summary.
+
+    The folder is locked for this job (or this --shard-index of it) while it runs: a second run of the same job
+    is refused instead of downloading everything again into a duplicated manifest.
+    """
+    check_folder_writable(Path(output_dir), "download folder")
+    SourceReader(input_path, options.shard_index, options.num_shards)  # a missing or unreadable input: before any write
+    with lock_for_writing(output_dir, options.shard_index, options.num_shards):
+        if options.processes > 1:
+            return download_in_processes(input_path, output_dir, options)
+        return download_share(input_path, output_dir, options)
+
+
+def download_share(input_path: str | os.PathLike, output_dir: str | os.PathLike, options: Options) -> Summary:
+    """download() of one process's share, in this process; the caller holds the folder lock."""
     output_dir = Path(output_dir)
-    images_dir = output_dir / IMAGES_DIR
+    images = images_dir(output_dir)
     reader, records = _open_share(input_path, options)
-    images_dir.mkdir(parents=True, exist_ok=True)
+    images.mkdir(parents=True, exist_ok=True)
     summary = Summary()
     # A lone run owns the folder: any temp file is garbage. Shards running beside it may own young ones.
-    summary.stale_temp_removed = remove_stale_temp_files(images_dir, 0 if options.num_shards == 1 else 3600)
-    previous, summary.bad_manifest_lines = read_manifest(output_dir / MANIFEST_NAME)
+    summary.stale_temp_removed = remove_stale_temp_files(images, 0 if options.num_shards == 1 else 3600)
+    manifest = read_manifest(output_dir, with_labels=False)
+    previous, summary.bad_manifest_lines = manifest.entries, manifest.torn_lines
     reader.start_loading_labels()  # JSON annotations come after the images: read them beside the downloads
     started = time.monotonic()
-    writer = ManifestWriter(output_dir / MANIFEST_NAME)
+    writer = ManifestWriter(manifest_path(output_dir))
     waiting_for_labels: list[tuple[SourceRecord, dict]] = []
     bar = tqdm(unit="img", disable=not options.progress, dynamic_ncols=True, smoothing=0.05, mininterval=0.5)
     fetcher = Fetcher(options, max_transfers=options.workers)
@@ -493,7 +464,7 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
             finished(attempt.record, outcome)
 
     def finished(record: SourceRecord, row: dict) -> None:
-        if row["status"] == "ok":
+        if row["status"] == OK:
             summary.ok += 1
             summary.bytes_downloaded += row["source_bytes"]
             summary.bytes_written += row["bytes"]
@@ -525,8 +496,9 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
 
     try:
         for record in records:
-            status, relpath = previous.get(record.image_id, ("", ""))
-            if status == "ok" and relpath and (output_dir / relpath).is_file():
+            entry = previous.get(record.image_id)
+            status, relpath = (entry.status, entry.path) if entry else ("", "")
+            if status == OK and relpath and (output_dir / relpath).is_file():
                 summary.skipped_ok += 1
                 continue
             if status == "failed" and not options.retry_failed:
@@ -565,10 +537,10 @@ def download_in_processes(input_path: str | os.PathLike, output_dir: str | os.Pa
     started = time.monotonic()
     stale_removed = 0
     if options.num_shards == 1:  # a lone run owns the folder: any temp file is garbage
-        stale_removed = remove_stale_temp_files(output_dir / IMAGES_DIR, 0)
+        stale_removed = remove_stale_temp_files(images_dir(output_dir), 0)
     context = multiprocessing.get_context(_start_method())
     results = context.Queue()
-    progress = _ManifestProgress(output_dir / MANIFEST_NAME)
+    progress = _ManifestProgress(manifest_path(output_dir))
     children = [context.Process(target=_run_share, args=(str(input_path), str(output_dir), share, results), name=f"download-{i}")
                 for i, share in enumerate(process_shares(options))]
     bar = None
@@ -612,7 +584,7 @@ def _run_share(input_path: str, output_dir: str, options: Options, results) -> N
     _die_with_parent()
     configure_pillow(options)
     try:
-        results.put(("ok", download(input_path, output_dir, options)))
+        results.put(("ok", download_share(input_path, output_dir, options)))
     except UserError as err:
         results.put(("error", str(err)))
     except KeyboardInterrupt:
@@ -782,6 +754,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fashion_tf.fileio import write_json_atomic
 
         write_json_atomic(args.summary_json, summary.as_dict())
+    if summary.nothing_downloaded():
+        print(f"every image failed ({summary.failed + summary.skipped_failed}); see the failures by reason above",
+              file=sys.stderr)
+        return 1
     return 0
 
 
