@@ -28,7 +28,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from pathlib import Path
