@@ -26,6 +26,7 @@ setup(
         "Pillow>=10.0",
         "iterative-stratification>=0.1.9",
         "ijson>=3.2",
+        "google-crc32c>=1.5",  # TFRecord checksums for shard writing without TensorFlow (fashion_tf.tfrecord)
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.2"],

@@ -2,7 +2,7 @@
 
 Feature names follow TF Model Garden's classification decoder
 (official/vision/dataloaders/classification_input.py), so its readers consume our shards unchanged.
-TensorFlow is imported lazily: the names are usable without it.
+Writing needs no TensorFlow; parsing imports it lazily.
 """
 
 from __future__ import annotations
@@ -29,22 +29,49 @@ def serialize_example(
     source_id: str,
     sha256: str,
 ) -> bytes:
-    """One serialized tf.train.Example with every feature of the schema."""
-    import tensorflow as tf
+    """One serialized tf.train.Example with every feature of the schema, without TensorFlow.
 
-    # Filling the proto's fields in place is ~3x faster than building tf.train.Feature objects and
-    # copying them in, and this runs once per image when writing shards.
-    example = tf.train.Example()
-    feature = example.features.feature
-    feature[ENCODED].bytes_list.value.append(encoded)
-    feature[FORMAT].bytes_list.value.append(image_format.encode())
-    feature[HEIGHT].int64_list.value.append(int(height))
-    feature[WIDTH].int64_list.value.append(int(width))
-    feature[LABEL].int64_list.value.extend(int(i) for i in label_indices)
-    feature[SOURCE_ID].bytes_list.value.append(str(source_id).encode())
-    feature[SHA256].bytes_list.value.append(sha256.encode())
-    # deterministic: the same example gives the same bytes in every process (map order otherwise varies).
-    return example.SerializeToString(deterministic=True)
+    The protobuf wire format written directly, byte for byte what
+    `tf.train.Example(...).SerializeToString(deterministic=True)` gives (the map entries in key order; tested):
+    Example.features(1) > Features.feature(1) map entries {key(1), Feature(2)}, Feature.bytes_list(1) /
+    int64_list(3) > value(1), the int64 values packed. It is ~4x faster than filling the proto, and shard
+    writers (local threads, Beam workers) need no TensorFlow.
+    """
+    features = {
+        ENCODED: _bytes_feature(encoded),
+        FORMAT: _bytes_feature(image_format.encode()),
+        HEIGHT: _int64_feature((height,)),
+        WIDTH: _int64_feature((width,)),
+        LABEL: _int64_feature(label_indices),
+        SOURCE_ID: _bytes_feature(str(source_id).encode()),
+        SHA256: _bytes_feature(sha256.encode()),
+    }
+    entries = b"".join(_field(1, _field(1, key.encode()) + _field(2, features[key])) for key in sorted(features))
+    return _field(1, entries)
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # a negative int64 takes ten bytes, as in protobuf
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _bytes_feature(value: bytes) -> bytes:
+    return _field(1, _field(1, value))
+
+
+def _int64_feature(values: Sequence[int]) -> bytes:
+    packed = b"".join(_varint(int(v)) for v in values)
+    return _field(3, _field(1, packed) if packed else b"")
 
 
 def feature_spec() -> dict:
