@@ -51,7 +51,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 from PIL import Image, ImageFile
 from tqdm import tqdm
@@ -61,8 +61,8 @@ from fashion_tf.fileio import check_folder_writable
 from fashion_tf.fetcher import Fetcher, FetchFailed, one_line
 from fashion_tf.image_guard import DEFAULT_MAX_PIXELS, UnsafeImage, check_image
 from fashion_tf.manifest import (FAILED, IMAGES_DIR, OK, ManifestWriter, images_dir, lock_for_writing, manifest_path,
-                                 read_manifest)
-from fashion_tf.sources import SourceReader, SourceRecord, check_shard_args, shard_of
+                                 Manifest, read_manifest)
+from fashion_tf.sources import LabelSource, SourceReader, SourceRecord, check_shard_args, shard_of
 
 DEFAULT_USER_AGENT = "fashion_tf-downloader/0.1 (research image data set download)"
 SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
@@ -425,17 +425,26 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
 def download_share(input_path: str | os.PathLike, output_dir: str | os.PathLike, options: Options) -> Summary:
     """download() of one process's share, in this process; the caller holds the folder lock."""
     output_dir = Path(output_dir)
-    images = images_dir(output_dir)
     reader, records = _open_share(input_path, options)
-    images.mkdir(parents=True, exist_ok=True)
-    summary = Summary()
+    images_dir(output_dir).mkdir(parents=True, exist_ok=True)
     # A lone run owns the folder: any temp file is garbage. Shards running beside it may own young ones.
-    summary.stale_temp_removed = remove_stale_temp_files(images, 0 if options.num_shards == 1 else 3600)
-    manifest = read_manifest(output_dir, with_labels=False)
-    previous, summary.bad_manifest_lines = manifest.entries, manifest.torn_lines
+    stale = remove_stale_temp_files(images_dir(output_dir), 0 if options.num_shards == 1 else 3600)
     reader.start_loading_labels()  # JSON annotations come after the images: read them beside the downloads
+    summary = fetch_records(records, reader, output_dir, manifest_path(output_dir),
+                            read_manifest(output_dir, with_labels=False), options)
+    summary.stale_temp_removed = stale
+    return summary
+
+
+def fetch_records(records: Iterable[SourceRecord], labels: LabelSource, output_dir: Path, manifest_file: Path,
+                  previous: Manifest, options: Options) -> Summary:
+    """The download loop: each record not already done (per `previous`) fetched, checked, written to
+    output_dir/images, and its row appended to `manifest_file` once its labels are known."""
+    summary = Summary(bad_manifest_lines=previous.torn_lines)
+    previous_rows = previous.entries
+    images_dir(output_dir).mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    writer = ManifestWriter(manifest_path(output_dir))
+    writer = ManifestWriter(manifest_file)
     waiting_for_labels: list[tuple[SourceRecord, dict]] = []
     bar = tqdm(unit="img", disable=not options.progress, dynamic_ncols=True, smoothing=0.05, mininterval=0.5)
     fetcher = Fetcher(options, max_transfers=options.workers)
@@ -486,9 +495,9 @@ def download_share(input_path: str | os.PathLike, output_dir: str | os.PathLike,
             time.sleep(timeout)
         while backoff_heap and backoff_heap[0][0] <= time.monotonic():
             start(heapq.heappop(backoff_heap)[2])
-        if waiting_for_labels and reader.labels_ready():
+        if waiting_for_labels and labels.labels_ready():
             for record, row in waiting_for_labels:
-                writer.write(_with_labels(row, reader.labels_for(record)))
+                writer.write(_with_labels(row, labels.labels_for(record)))
             waiting_for_labels.clear()
         if options.progress and time.monotonic() - last_postfix > 0.5:
             last_postfix = time.monotonic()
@@ -496,12 +505,12 @@ def download_share(input_path: str | os.PathLike, output_dir: str | os.PathLike,
 
     try:
         for record in records:
-            entry = previous.get(record.image_id)
+            entry = previous_rows.get(record.image_id)
             status, relpath = (entry.status, entry.path) if entry else ("", "")
             if status == OK and relpath and (output_dir / relpath).is_file():
                 summary.skipped_ok += 1
                 continue
-            if status == "failed" and not options.retry_failed:
+            if status == FAILED and not options.retry_failed:
                 summary.skipped_failed += 1
                 continue
             while fetcher.active >= options.workers or len(backoff_heap) >= max_waiting:
@@ -509,7 +518,7 @@ def download_share(input_path: str | os.PathLike, output_dir: str | os.PathLike,
             start(Attempt(record))
         while fetcher.active or backoff_heap:
             step()
-        reader.wait_for_labels()
+        labels.wait_for_labels()
         step()
     finally:
         fetcher.close()
@@ -518,7 +527,7 @@ def download_share(input_path: str | os.PathLike, output_dir: str | os.PathLike,
             bar.set_postfix(ok=summary.ok, failed=summary.failed, skipped=summary.skipped_ok + summary.skipped_failed, refresh=True)
         bar.close()
     summary.elapsed_s = time.monotonic() - started
-    summary.source = reader.stats.describe()
+    summary.source = labels.stats.describe()
     return summary
 
 

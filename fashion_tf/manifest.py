@@ -4,6 +4,10 @@
     DIR/manifest.jsonl   one JSON object per line: image_id, status ("ok" | "failed"), path, labels, width,
                          height, sha256, bytes, url, source_format, error, error_detail. The last row of an
                          id wins (a retried image gets a new row).
+    DIR/manifest.parts/part-NNNNN-of-NNNNN.jsonl
+                         the same rows, one file per work shard of a distributed (Beam) download. Reading a
+                         folder reads the parts, then manifest.jsonl; across files an ok row is never undone
+                         by a failed one.
 
 Rows are appended whole, one write() per row, so appenders never interleave a line. A line torn by a killed
 writer is sealed by the next writer and skipped (and counted) by every reader. A folder lock keeps two runs of
@@ -23,6 +27,7 @@ from fashion_tf.errors import UserError
 from fashion_tf.fileio import FolderBusy, folder_lock
 
 MANIFEST_NAME = "manifest.jsonl"
+PARTS_DIR = "manifest.parts"
 IMAGES_DIR = "images"
 OK, FAILED = "ok", "failed"
 
@@ -35,6 +40,17 @@ def images_dir(folder: str | os.PathLike) -> Path:
     return Path(folder) / IMAGES_DIR
 
 
+def part_path(folder: str | os.PathLike, index: int, count: int) -> Path:
+    return Path(folder) / PARTS_DIR / f"part-{index:05d}-of-{count:05d}.jsonl"
+
+
+def manifest_files(folder: str | os.PathLike) -> list[Path]:
+    """The files that hold a download folder's rows, in reading order: the parts, then manifest.jsonl."""
+    folder = Path(folder)
+    files = sorted((folder / PARTS_DIR).glob("part-*.jsonl")) if (folder / PARTS_DIR).is_dir() else []
+    return files + ([manifest_path(folder)] if manifest_path(folder).is_file() else [])
+
+
 @dataclass(frozen=True)
 class Entry:
     """The last row of one image id: what later stages need of it."""
@@ -43,6 +59,7 @@ class Entry:
     path: str  # relative to the download folder; "" when failed
     labels: tuple[str, ...] = ()
     line: int = 0  # 1-based line number of the row, for messages
+    file: int = 0  # which of the folder's manifest files it came from
 
 
 @dataclass
@@ -58,16 +75,21 @@ class Manifest:
 
 
 def read_manifest(path: str | os.PathLike, with_labels: bool = True) -> Manifest:
-    """Read manifest.jsonl (a folder's or the file itself). Unreadable lines (a row torn by a killed writer) are
-    skipped and counted, never fatal: the rows after them are whole. A missing file reads as empty."""
+    """Read a download folder's rows (manifest.jsonl and any parts), or one manifest file. Unreadable lines (a row
+    torn by a killed writer) are skipped and counted, never fatal: the rows after them are whole. A folder
+    without rows reads as empty."""
     path = Path(path)
-    if path.is_dir():
-        path = manifest_path(path)
-    manifest = Manifest(path)
-    if not path.exists():
-        return manifest
+    files = manifest_files(path) if path.is_dir() or not path.suffix else [path]
+    manifest = Manifest(manifest_path(path) if path.is_dir() or not path.suffix else path)
+    for file_index, file in enumerate(files):
+        if file.exists():
+            _read_rows(file, file_index, manifest, with_labels)
+    return manifest
+
+
+def _read_rows(file: Path, file_index: int, manifest: Manifest, with_labels: bool) -> None:
     entries = manifest.entries
-    with open(path, "rb") as handle:
+    with open(file, "rb") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -79,9 +101,11 @@ def read_manifest(path: str | os.PathLike, with_labels: bool = True) -> Manifest
             except (ValueError, KeyError, TypeError):
                 manifest.torn_lines += 1
                 continue
-            entries.pop(image_id, None)  # re-insert so the order follows each id's last row
-            entries[image_id] = Entry(status, row.get("path") or "", labels, line_no)
-    return manifest
+            earlier = entries.pop(image_id, None)  # re-inserted, so the order follows each id's last row
+            if earlier is not None and earlier.file < file_index and earlier.status == OK and status != OK:
+                entries[image_id] = earlier  # another file's ok row stands
+                continue
+            entries[image_id] = Entry(status, row.get("path") or "", labels, line_no, file_index)
 
 
 class ManifestWriter:
