@@ -30,6 +30,8 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.2"],
+        # --engine beam (download and sharding as Beam pipelines); the tfrecord extra writes TFRecords on workers
+        "beam": ["apache-beam[tfrecord]>=2.60"],
         "gpu": ["tensorflow[and-cuda]>=2.16,<2.22"],
     },
 )

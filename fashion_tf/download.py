@@ -60,8 +60,8 @@ from fashion_tf.errors import UserError, run_cli
 from fashion_tf.fileio import check_folder_writable
 from fashion_tf.fetcher import Fetcher, FetchFailed, one_line
 from fashion_tf.image_guard import DEFAULT_MAX_PIXELS, UnsafeImage, check_image
-from fashion_tf.manifest import (FAILED, IMAGES_DIR, OK, ManifestWriter, images_dir, lock_for_writing, manifest_path,
-                                 Manifest, read_manifest)
+from fashion_tf.manifest import (FAILED, IMAGES_DIR, OK, Manifest, ManifestWriter, describe_files, images_dir,
+                                 lock_for_writing, manifest_path, read_manifest)
 from fashion_tf.sources import LabelSource, SourceReader, SourceRecord, check_shard_args, shard_of
 
 DEFAULT_USER_AGENT = "fashion_tf-downloader/0.1 (research image data set download)"
@@ -401,7 +401,7 @@ class Summary:
             f"{self.bytes_written / 1e6:.1f} MB written ({self.kept_original} JPEGs kept byte for byte). "
             f"Skipped from earlier runs: {self.skipped_ok} ok, {self.skipped_failed} failed"
             f"{' (use --retry-failed to try those again)' if self.skipped_failed else ''}. "
-            f"Source: {self.source}. Manifest: {manifest_path(output_dir)}."
+            f"Source: {self.source}. Manifest: {describe_files(output_dir)}."
         )
         if self.bad_manifest_lines:
             text += f" {self.bad_manifest_lines} unreadable manifest line(s) ignored (torn by a killed run?)."
@@ -716,6 +716,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-shards", type=int, default=1, help="split the input into this many shares by crc32(image_id) %% N")
     parser.add_argument("--limit", type=int, default=0, help="consider only the first N records of the shard (0: all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--engine", choices=("local", "beam"), default="local",
+                        help="local: this machine (--processes); beam: an Apache Beam pipeline on the runner named by "
+                        "the options after `--` (DirectRunner, DataflowRunner, FlinkRunner, SparkRunner)")
+    parser.add_argument("--work-shard-size", type=int, default=2000,
+                        help="--engine beam: images per work shard (one unit of work for a Beam worker)")
     parser.add_argument("--summary-json", help="also write the summary as JSON to this file")
     return parser
 
@@ -754,10 +759,18 @@ def configure_pillow(options: Options) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from fashion_tf.beam.pipeline import split_engine_args
+
+    ours, beam_args = split_engine_args(argv)
+    args = build_parser().parse_args(ours)
     options = options_from_args(args)
     configure_pillow(options)
-    summary = download(args.input, args.output_dir, options)
+    if beam_args and args.engine != "beam":
+        raise UserError("options after `--` go to Apache Beam: give --engine beam as well")
+    if args.engine == "beam":
+        summary = _beam_engine().download(args.input, args.output_dir, options, beam_args, args.work_shard_size)
+    else:
+        summary = download(args.input, args.output_dir, options)
     print(summary.describe(Path(args.output_dir)), flush=True)
     if args.summary_json:
         from fashion_tf.fileio import write_json_atomic
@@ -768,6 +781,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _beam_engine():
+    try:
+        from fashion_tf.beam import download as engine
+    except ImportError as err:
+        from fashion_tf.beam.pipeline import BEAM_EXTRA
+
+        raise UserError(f"--engine beam needs Apache Beam ({err}): {BEAM_EXTRA}") from None
+    return engine
 
 
 if __name__ == "__main__":

@@ -51,6 +51,14 @@ def manifest_files(folder: str | os.PathLike) -> list[Path]:
     return files + ([manifest_path(folder)] if manifest_path(folder).is_file() else [])
 
 
+def describe_files(folder: str | os.PathLike) -> str:
+    """Where a folder's rows are, for summaries: manifest.jsonl and/or the parts folder."""
+    files = manifest_files(folder)
+    parts = [f for f in files if f.parent.name == PARTS_DIR]
+    shown = ([f"{parts[0].parent}/ ({len(parts)} parts)"] if parts else []) + [str(f) for f in files if f not in parts]
+    return " and ".join(shown) or "none yet"
+
+
 @dataclass(frozen=True)
 class Entry:
     """The last row of one image id: what later stages need of it."""
