@@ -88,10 +88,10 @@ def _read_thresholds(run_dir: Path, explicit: str | os.PathLike | None, num_labe
         if not path.is_file():
             default = np.full(num_labels, DEFAULT_THRESHOLD, dtype=np.float64)
             return default, f"{DEFAULT_THRESHOLD} for every label (no thresholds.json in {run_dir})"
-    from fashion_tf.threshold_search import load_thresholds
+    from fashion_tf.run_folder import read_thresholds
 
     # float64 as stored: rounding a hand-written 0.3 to float32 could flip a score lying between the two.
-    thresholds = np.asarray(load_thresholds(path), dtype=np.float64).reshape(-1)
+    thresholds = np.asarray(read_thresholds(path), dtype=np.float64).reshape(-1)
     if thresholds.shape[0] != num_labels:
         raise UserError(f"{path}: {thresholds.shape[0]} thresholds for {num_labels} labels in label_map.json")
     return thresholds, str(path)
