@@ -29,9 +29,8 @@ def _plots(tmp_path, labels):
     thresholds, info = best_thresholds(scores, labels, "macro", "per_label")
     label_map = LabelMap.from_ids(range(labels.shape[1]))
     fit = info["fit_metrics"]
-    report = build_report(tmp_path, label_map, thresholds, info, headline([{"at_0.5": fit, "best_global": fit,
-                                                                             "per_label": fit}]), fit, None,
-                          labels.shape[0])
+    figures = headline([{"at_0.5": fit, "best_global": fit, "per_label": fit}])
+    report = build_report(tmp_path, label_map, thresholds, info, figures, fit, None, labels.shape[0])
     return write_plots(tmp_path / "plots", scores, labels.astype(bool), thresholds, report, label_map, fit)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -46,7 +45,8 @@ class Options:
         if self.min_positives < 0:
             raise UserError(f"--min-positives must be >= 0, got {self.min_positives}")
         if self.mode == AUTO and not self.cv:
-            raise UserError("--mode auto chooses 0.5, global or per_label by their held-out F1: give --cv K (e.g. --cv 5)")
+            raise UserError("--mode auto chooses 0.5, global or per_label by their held-out F1: "
+                            "give --cv K (e.g. --cv 5)")
 
 
 @dataclass
@@ -74,18 +74,23 @@ def search(options: Options) -> dict:
     choice = _choose(scores, positive, options)
     report = build_report(folder.root, label_map, choice.thresholds, choice.info, choice.headline,
                           choice.per_label_metrics, options.cv or None, scores.shape[0])
-    write_json_atomic(folder.thresholds, thresholds_document(
-        choice.thresholds, label_map.ids, label_map.names, label_map.groups, options.objective, choice.mode,
-        choice.info["global_threshold"], options.cv or None))
-    write_json_atomic(folder.threshold_report_json, json_ready(report))
-    write_bytes_atomic(folder.threshold_report_md,
-                       report_markdown(report, folder.threshold_report_json.name).encode("utf-8"))
+    _write_thresholds_and_report(folder, options, label_map, choice, report)
     plots = []
     if options.plots:
         from fashion_tf.threshold_search.plots import write_plots
 
         plots = write_plots(folder.plots, scores, positive, choice.thresholds, report, label_map, choice.fit)
     return _summary(options, folder, label_map, scores.shape, choice, plots, time.perf_counter() - started)
+
+
+def _write_thresholds_and_report(folder: RunFolder, options: Options, label_map: LabelMap, choice: _Choice,
+                                 report: dict) -> None:
+    write_json_atomic(folder.thresholds, thresholds_document(
+        choice.thresholds, label_map.ids, label_map.names, label_map.groups, options.objective, choice.mode,
+        choice.info["global_threshold"], options.cv or None))
+    write_json_atomic(folder.threshold_report_json, json_ready(report))
+    write_bytes_atomic(folder.threshold_report_md,
+                       report_markdown(report, folder.threshold_report_json.name).encode("utf-8"))
 
 
 def _run_folder(options: Options) -> RunFolder:
