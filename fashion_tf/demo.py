@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from fashion_tf.errors import UserError, run_cli
+from fashion_tf.run_folder import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,7 @@ def _summary(pipeline: Pipeline, run_dir: Path, tfrecords: Path, total: float) -
     if info:
         counts = {name: split["num_examples"] for name, split in info["splits"].items()}
         lines.append(f"images in shards: {counts}, labels: {info['num_labels']}")
-    report = _read_json(run_dir / "threshold_report.json")
+    report = _read_json(RunFolder(run_dir).threshold_report_json)
     if report:
         headline = report["headline"]
         lines.append(

@@ -26,7 +26,7 @@ from fashion_tf.config import Config, DataConfig, ModelConfig, save_config  # no
 from fashion_tf.errors import run_cli  # noqa: E402
 from fashion_tf.fileio import write_json_atomic  # noqa: E402
 from fashion_tf.labels import LabelMap  # noqa: E402
-from fashion_tf.threshold_search import LabelInfo, thresholds_document  # noqa: E402
+from fashion_tf.run_folder import thresholds_document  # noqa: E402
 
 SIZE = 32
 GROUPS = [("category", ["shirt", "dress", "shoe"]), ("colour", ["red", "green", "blue"]), ("accessory", ["belt", "hat"])]
@@ -76,9 +76,8 @@ def _draw(rng, colour: str, category: int, accessories: list) -> np.ndarray:
 
 
 def write_thresholds(run_dir: Path, label_map: LabelMap, thresholds) -> None:
-    labels = LabelInfo(list(label_map.ids), list(label_map.names), list(label_map.groups))
-    write_json_atomic(run_dir / "thresholds.json",
-                      thresholds_document(np.asarray(thresholds, np.float64), labels, "micro", "per_label", 0.5))
+    write_json_atomic(run_dir / "thresholds.json", thresholds_document(
+        np.asarray(thresholds, np.float64), label_map.ids, label_map.names, label_map.groups, "micro", "per_label", 0.5))
 
 
 def build_tiny_run(root: Path, n: int = 22, seed: int = 0, shards: int = 2) -> TinyRun:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fashion_tf.errors import UserError
+from fashion_tf.fileio import write_json_atomic
 from fashion_tf.run_folder import (PREVIOUS_RUN, RunFolder, newest_run, read_predictions, read_thresholds,
                                    thresholds_document, write_predictions)
 
@@ -79,17 +80,6 @@ def test_predictions_round_trip_and_scores_must_be_probabilities(tmp_path):
             read_predictions(run)
 
 
-def test_thresholds_document_round_trip(tmp_path):
-    doc = thresholds_document(np.array([0.25, 0.5]), ["1", "2"], ["a", "b"], ["g", "g"], "micro", "per_label", 0.4, 5)
-    path = tmp_path / "thresholds.json"
-    path.write_text(json.dumps(doc))
-    np.testing.assert_array_equal(read_thresholds(path), [0.25, 0.5])
-    doc["labels"][1]["index"] = 3
-    path.write_text(json.dumps(doc))
-    with pytest.raises(UserError, match="label indices must be 0..1 without gaps"):
-        read_thresholds(path)
-
-
 def test_newest_run_skips_an_overwritten_run_kept_aside(tmp_path):
     for name in ("a", "b"):
         write_predictions(RunFolder(tmp_path / name), np.array(["x"]), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.uint8))
@@ -97,3 +87,32 @@ def test_newest_run_skips_an_overwritten_run_kept_aside(tmp_path):
     write_predictions(aside, np.array(["x"]), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.uint8))
     os.utime(tmp_path / "b", (1e9, 1e9))  # the oldest run folder ...
     assert newest_run(tmp_path).root == tmp_path / "a"  # ... and the newest is a, not the copy aside inside it
+
+
+def test_thresholds_json_round_trip_is_exact_and_bad_files_are_named(tmp_path):
+    thresholds = np.array([0.1, 1 / 3, np.nextafter(0.5, 1), 0.9])
+    doc = thresholds_document(thresholds, ["1", "2", "3", "4"], ["red", "blue", "shirt", "dress"],
+                              ["colour", "colour", "type", "type"], "micro", "per_label", 0.4)
+    write_json_atomic(tmp_path / "thresholds.json", doc)
+    assert np.array_equal(read_thresholds(tmp_path / "thresholds.json"), thresholds)
+    (tmp_path / "bad.json").write_text('{"labels": [{"index": 1, "threshold": 0.5}]}')
+    with pytest.raises(UserError, match="bad.json"):
+        read_thresholds(tmp_path / "bad.json")
+    with pytest.raises(UserError, match="not found"):
+        read_thresholds(tmp_path / "missing.json")
+
+
+def test_compressed_and_uncompressed_npz_read_the_same(tmp_path):
+    rng = np.random.default_rng(0)
+    ids, scores = np.arange(30), rng.random((30, 4)).astype(np.float32)
+    labels = (rng.random((30, 4)) < 0.3).astype(np.uint8)
+    packed = RunFolder(tmp_path / "packed")
+    packed.root.mkdir()
+    write_predictions(packed, ids, scores, labels)  # compressed
+    plain = RunFolder(tmp_path / "plain")
+    plain.root.mkdir()
+    np.savez(plain.val_predictions, ids=ids, scores=scores, labels=labels)
+    for a, b in zip(read_predictions(plain), read_predictions(packed)):
+        assert np.array_equal(a, b)
+    _, scores_read, labels_read = read_predictions(plain)
+    assert scores_read.dtype == np.float32 and labels_read.dtype == bool
