@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 
 import pytest
 from PIL import Image
@@ -50,14 +49,16 @@ def test_header_size_of_broken_bytes_is_none_and_pillow_decides():
         assert caught.value.reason == "not_image"
 
 
-def test_a_decompression_bomb_is_refused_from_its_header_in_milliseconds():
+def test_a_decompression_bomb_is_refused_from_its_header():
+    import resource
+
     bomb = png_bomb()
     assert len(bomb) < 100_000  # a small file ...
-    started = time.perf_counter()
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(UnsafeImage, match="too_many_pixels: 20000x20000 declared") as caught:
-        check_image(bomb)  # ... declaring 400 M pixels
+        check_image(bomb)  # ... declaring 400 M pixels, none of them decoded
     assert caught.value.reason == "too_many_pixels"
-    assert time.perf_counter() - started < 0.5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 50_000  # KiB
     assert check_image(bomb, max_pixels=20_000 * 20_000).pixels == 400_000_000
 
 
