@@ -11,7 +11,8 @@ table order, stage by stage:
     batch   ((images, labels, ...) of a batch)   "mixup"
 
 Every op takes a stateless seed (fashion_tf.data.seeds): the per-example ops get seeds[i] of the example seed
-split once, i = the op's row among the per-example rows; the batch op gets the batch seed.
+split once, i = the op's row among the per-example rows; the batch op gets the batch seed. A new per-example row
+therefore changes every training stream: re-record REFERENCE in tests/test_data_pipeline.py when adding one.
 TensorFlow is imported inside the functions: config.py imports this module without it.
 """
 

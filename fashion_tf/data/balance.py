@@ -1,7 +1,7 @@
 """Label balancing of the training stream (data.balance == "rejection"), a filter on the encoded records.
 
 Each label l gets weight (N / count_l) ** balance_power (N = examples in the split, counts from
-shard_info.json), an example gets the max weight over its labels (an example without labels counts as the
+shard_info.json via ShardFolder), an example gets the max weight over its labels (an example without labels counts as the
 most frequent label), and the repeated stream keeps an example with probability weight / max weight. Rare-label
 examples are always kept, common ones are thinned, so the share of rare labels in what the model sees rises;
 with power 1 every label's examples are seen about equally often when labels don't co-occur. It costs reading
@@ -10,16 +10,12 @@ with power 1 every label's examples are seen about equally often when labels don
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import numpy as np
 
 from fashion_tf import schema
 from fashion_tf.data import seeds
-from fashion_tf.shard_folder import ShardFolder
-
-if TYPE_CHECKING:
-    from fashion_tf.config import DataConfig
 
 
 def label_weights(counts: np.ndarray, power: float) -> np.ndarray:
@@ -32,11 +28,13 @@ def label_weights(counts: np.ndarray, power: float) -> np.ndarray:
     return weights
 
 
-def balance_filter(records, data_cfg: DataConfig, split: str, num_labels: int, seed: Optional[int]):
-    """Keep each (repeated) record with probability max-label-weight / max weight (see the module docstring)."""
+def balance_filter(records, label_counts: np.ndarray, power: float, seed: Optional[int]):
+    """Keep each (repeated) record with probability max-label-weight / max weight (see the module docstring);
+    label_counts: examples per label in the split, int [C]."""
     import tensorflow as tf
 
-    weights = label_weights(ShardFolder(data_cfg.tfrecords).label_counts(split), data_cfg.balance_power)
+    num_labels = len(label_counts)
+    weights = label_weights(label_counts, power)
     if not (weights > 0).any():
         return records
     max_weight = float(weights.max())

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from fashion_tf.data.pipeline import make_dataset
+from fashion_tf.errors import UserError
 
 if TYPE_CHECKING:
     from fashion_tf.config import DataConfig
@@ -77,6 +78,8 @@ def measure_throughput(dataset, seconds: float, warmup_seconds: float = 5.0, war
 
 def benchmark(data_cfg: DataConfig, options: Options) -> Result:
     """Iterate the training (endless) or evaluation (repeated) pipeline for options.seconds after a warm-up."""
+    if options.pipeline not in PIPELINES:
+        raise UserError(f"pipeline {options.pipeline!r} is not one of {', '.join(PIPELINES)}")
     training = options.pipeline == "train"
     augment = list(data_cfg.augment if options.augment is None else options.augment)
     dataset = make_dataset(data_cfg, options.split, training=training, augment=augment)

@@ -171,7 +171,7 @@ def make_dataset(
     parallel = data_cfg.num_parallel_calls or tf.data.AUTOTUNE
     records = _read_records(files, data_cfg, training, input_context, seed)
     if training and data_cfg.balance == "rejection":
-        records = balance_filter(records, data_cfg, split, num_labels, seed)
+        records = balance_filter(records, folder.label_counts(split), data_cfg.balance_power, seed)
     if training:
         records = records.shuffle(data_cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     example_fn = _example_fn(data_cfg, training, num_labels, with_ids, ops)
