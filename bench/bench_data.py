@@ -147,7 +147,7 @@ def build_upscaled_shards(source: Path, work: Path) -> Path:
     from fashion_tf.labels import LabelMap
 
     out = work / f"shards-{UPSCALED_SIZE}"
-    if (out / "shard_info.json").exists():
+    if ShardFolder(out).info_path.exists():
         return out
     items = read_annotations(source)[:UPSCALED_COUNT]
     label_map = LabelMap.from_csv(source / "label_map.csv")
@@ -259,7 +259,7 @@ def directory_pipeline(tree: Path, size: int, batch: int):
 def measure_interleaved(factories: dict, seconds: float, rounds: int, warmup: float) -> dict:
     """images/s of each pipeline; each gets `rounds` turns of seconds/rounds, in alternation, fresh iterator each
     turn (warm-up excluded every turn)."""
-    from fashion_tf.data import measure_throughput
+    from fashion_tf.data.benchmark import measure_throughput
 
     totals = {name: [0, 0.0, 0.0] for name in factories}
     for round_index in range(rounds):
@@ -281,9 +281,8 @@ def measure_interleaved(factories: dict, seconds: float, rounds: int, warmup: fl
 
 
 def load_info(shards: Path) -> tuple[list[str], int]:
-    info = json.loads((shards / "shard_info.json").read_text())
-    files = [str(shards / name) for name in info["splits"]["train"]["shards"]]
-    return files, int(info["num_labels"])
+    folder = ShardFolder(shards)
+    return folder.shard_files("train"), folder.num_labels
 
 
 def tfmodels_worker(args) -> int:

@@ -18,8 +18,6 @@ from fashion_tf.backbones import BACKBONES
 from fashion_tf.errors import UserError
 from fashion_tf.fileio import write_json_atomic
 
-AUGMENTATIONS = ("crop", "flip", "rotate", "color", "randaugment", "mixup")
-
 
 @dataclass
 class DataConfig:
@@ -252,9 +250,9 @@ def _validate(config: Config, source: str) -> None:
         value = get_value(config, key)
         if value not in allowed:
             raise UserError(f"{source}: {key}: {value!r} is not one of {', '.join(allowed)}")
-    for name in config.data.augment:
-        if name not in AUGMENTATIONS:
-            raise UserError(f"{source}: data.augment: unknown augmentation {name!r} (known: {', '.join(AUGMENTATIONS)})")
+    from fashion_tf.data.augment import check_names  # imported late: the data package sits above config
+
+    check_names(config.data.augment, f"{source}: data.augment")
     for key, test, requirement in RANGES:
         value = get_value(config, key)
         if not test(value):
