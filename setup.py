@@ -30,5 +30,6 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.2"],
         "gpu": ["tensorflow[and-cuda]>=2.16,<2.22"],
+        "app": ["streamlit>=1.40,<2", "selenium>=4.20,<5"],  # fashion_tf.app, and its browser tests
     },
 )
