@@ -153,7 +153,8 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
 
 
 def url_options(allow_private: bool = False, max_bytes: int = MAX_IMAGE_BYTES) -> FetchOptions:
-    return FetchOptions(max_bytes=max_bytes, allow_private=allow_private)
+    """predict's URL limits: its old 30 s read timeout, two minutes in all, MAX_IMAGE_BYTES."""
+    return FetchOptions(read_timeout=30.0, total_timeout=120.0, max_bytes=max_bytes, allow_private=allow_private)
 
 
 def read_input_bytes(item: str, fetch_options: FetchOptions | None = None) -> bytes:

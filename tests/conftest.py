@@ -40,3 +40,11 @@ def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
     idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="session")
+def app_run(tmp_path_factory):
+    """A tiny real run folder with what train and evaluate leave for fashion_tf.app (shared by the app's tests)."""
+    from test_app import build_app_run
+
+    return build_app_run(tmp_path_factory.mktemp("tiny_app"))

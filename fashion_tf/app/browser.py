@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from fashion_tf.app.options import AppOptions
+from fashion_tf.fileio import write_bytes_atomic
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome")
 DRIVER_NAMES = ("chromedriver",)
@@ -112,7 +113,7 @@ def serve_app(options: AppOptions, log_path: Path | None = None) -> Iterator[tup
         finally:
             process.terminate()
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -146,9 +147,12 @@ def _literal(text: str) -> str:
 
 
 def wait_for(driver, condition, timeout: float = WAIT_TIMEOUT, what: str = "the page"):
+    """condition(driver)'s first true value; elements replaced by a rerun meanwhile only mean "not yet"."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, f"timed out waiting for {what}")
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
+    return wait.until(condition, f"timed out waiting for {what}")
 
 
 def wait_for_text(driver, text: str, timeout: float = WAIT_TIMEOUT):
@@ -163,13 +167,32 @@ def wait_for_text(driver, text: str, timeout: float = WAIT_TIMEOUT):
     return wait_for(driver, visible, timeout, repr(text))
 
 
-def wait_until_idle(driver, timeout: float = WAIT_TIMEOUT) -> None:
-    """Until Streamlit has finished running the script (its status widget shows nothing running)."""
-    from selenium.webdriver.common.by import By
+def wait_for_rendering(driver, timeout: float = WAIT_TIMEOUT) -> None:
+    """Until every image on the page has loaded and every chart has drawn (for screenshots)."""
+    script = """
+        const images = [...document.querySelectorAll('[data-testid="stImage"] img')];
+        const charts = [...document.querySelectorAll('[data-testid="stVegaLiteChart"], .vega-embed')];
+        return images.every(img => img.complete && img.naturalWidth > 0)
+            && charts.every(chart => chart.querySelector('canvas, svg'));"""
+    wait_for(driver, lambda drv: drv.execute_script(script), timeout, "images and charts to render")
 
-    time.sleep(0.5)  # the rerun starts after the event reaches the server
-    wait_for(driver, lambda drv: not drv.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]'),
-             timeout, "the script run to finish")
+
+def full_page_screenshot(driver, path: Path, width: int = 1400, settle_rounds: int = 10) -> Path:
+    """A PNG of the whole page: the window is grown to the height of Streamlit's main column until it stops
+    changing (images and charts arrive after the text)."""
+    measure = ("const main = document.querySelector('[data-testid=\"stMainBlockContainer\"]');"
+               "return main ? main.scrollHeight + 80 : document.documentElement.scrollHeight;")
+    height = 0
+    for _ in range(settle_rounds):
+        wait_for_rendering(driver)
+        measured = int(driver.execute_script(measure))
+        if measured == height:
+            break
+        height = measured
+        driver.set_window_size(width, height)
+        time.sleep(1.0)
+    write_bytes_atomic(path, driver.get_screenshot_as_png())
+    return Path(path)
 
 
 def click_text(driver, text: str, tag: str = "*") -> None:

@@ -158,7 +158,8 @@ def _bars_chart(groups: list[labelling.GroupResult]):
         {"group": group.group, "label": label.name, "rank": rank, "score": label.score, "threshold": label.threshold,
          "state": "chosen" if label.chosen else ("over threshold" if label.passes else "under threshold")}
         for group in groups for rank, label in enumerate(group.bars)])
-    y = alt.Y("label:N", sort=alt.EncodingSortField(field="rank", op="min", order="ascending"), title=None)
+    y = alt.Y("label:N", sort=alt.EncodingSortField(field="rank", op="min", order="ascending"), title=None,
+              axis=alt.Axis(labelOverlap=False, labelLimit=160))
     tooltip = ["group:N", "label:N", alt.Tooltip("score:Q", format=".3f"), alt.Tooltip("threshold:Q", format=".3f")]
     bars = alt.Chart().mark_bar().encode(
         x=alt.X("score:Q", scale=alt.Scale(domain=[0, 1]), title="score (black tick: threshold)"), y=y,
@@ -167,7 +168,7 @@ def _bars_chart(groups: list[labelling.GroupResult]):
         tooltip=tooltip)
     ticks = alt.Chart().mark_tick(color="black", thickness=2).encode(x="threshold:Q", y=y, tooltip=tooltip)
     header = alt.Header(labelAngle=0, labelAlign="left", labelFontWeight="bold", title=None)
-    return (alt.layer(bars, ticks, data=frame).properties(width=380, height=alt.Step(15))
+    return (alt.layer(bars, ticks, data=frame).properties(width=380, height=alt.Step(17))
             .facet(row=alt.Row("group:N", sort=[group.group for group in groups], header=header), spacing=6)
             .resolve_scale(y="independent"))
 
@@ -176,7 +177,10 @@ def _results_table(run: Run, labelled: list[labelling.Labelled]) -> None:
     records = labelling.prediction_records(labelled, run)
     st.subheader("Results table")
     st.caption("The rows `python -m fashion_tf.predict` prints for these images: every label over its threshold.")
-    st.dataframe(labelling.csv_rows(records), hide_index=True)
+    import pandas as pd
+
+    table = pd.DataFrame(labelling.csv_rows(records), columns=labelling.CSV_FIELDS)
+    st.dataframe(table.fillna({"id": "", "name": "", "group": "", "error": ""}), hide_index=True)
     left, right = st.columns(2)
     left.download_button("Download CSV", labelling.csv_text(records), file_name="labels.csv", mime="text/csv")
     right.download_button("Download JSON lines", labelling.jsonl_text(records), file_name="labels.jsonl",
