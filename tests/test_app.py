@@ -9,6 +9,7 @@ import io
 import json
 import shutil
 import socket
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -51,6 +52,15 @@ def build_app_run(root: Path) -> TinyRun:
     model.fit(tiny.images.astype(np.float32), tiny.positive.astype(np.float32), validation_split=0.25, epochs=2,
               batch_size=4, verbose=0, callbacks=[keras.callbacks.CSVLogger(str(run_dir / train.HISTORY))])
     return tiny
+
+
+@pytest.fixture(autouse=True)
+def restore_main_module():
+    """Streamlit's script runner installs the page as sys.modules["__main__"] and leaves it there; a later test
+    that starts processes with multiprocessing's spawn would then run the page script in each child."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture(scope="module")
