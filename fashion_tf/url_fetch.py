@@ -265,10 +265,11 @@ def _one_hop(target: _Target, options: FetchOptions, deadline: _Deadline) -> tup
     addresses = resolve_checked(target.host, target.port, options.allow_private,
                                 min(options.connect_timeout, deadline.remaining()))
     sock = _connect(target, addresses, options, deadline)
-    timer = deadline.watch(sock)
     connection = http.client.HTTPConnection(target.host, target.port)
     connection.sock = sock  # already connected to the address we checked: http.client does not connect again
+    timer = None
     try:
+        timer = deadline.watch(sock)
         sock.settimeout(min(options.read_timeout, deadline.remaining()))
         connection.putrequest("GET", target.path, skip_host=True, skip_accept_encoding=True)
         for name, value in (("Host", target.host_header), ("User-Agent", options.user_agent),
@@ -296,7 +297,8 @@ def _one_hop(target: _Target, options: FetchOptions, deadline: _Deadline) -> tup
             raise FetchError("timeout", f"took longer than {deadline.seconds:g}s") from None
         raise FetchError("connection", f"connection failed ({err.strerror or type(err).__name__})") from None
     finally:
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
         connection.close()
 
 
