@@ -33,5 +33,6 @@ setup(
         # --engine beam (download and sharding as Beam pipelines); the tfrecord extra writes TFRecords on workers
         "beam": ["apache-beam[tfrecord]>=2.60"],
         "gpu": ["tensorflow[and-cuda]>=2.16,<2.22"],
+        "app": ["streamlit>=1.40,<2", "selenium>=4.20,<5"],  # fashion_tf.app, and its browser tests
     },
 )

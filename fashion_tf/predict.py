@@ -5,6 +5,8 @@
 Each line is {"input": ..., "labels": [{"id", "name", "group", "score"}, ...]} with the labels whose
 score reaches their threshold (thresholds.json of the run; 0.5 where it has none), highest score first.
 An input that cannot be read gives {"input": ..., "error": ...}; the others go on, and the exit code is 1.
+URLs are fetched with fashion_tf.url_fetch: loopback, private and link-local addresses are refused unless
+--allow-private-urls.
 
     python -m fashion_tf.predict --run-dir RUN --kaggle-submission test.json --images DIR --out submission.csv
 
@@ -34,10 +36,11 @@ from fashion_tf.fileio import atomic_open
 from fashion_tf.image_guard import DEFAULT_MAX_PIXELS, UnsafeImage, check_image
 from fashion_tf.inference import score_images
 from fashion_tf.run_folder import DEFAULT_THRESHOLD, Run, load_run
+from fashion_tf.url_fetch import FetchError, FetchOptions, fetch
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
-URL_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
+NOT_READABLE = "not a readable image (JPEG, PNG, GIF or BMP)"
 DOWNLOAD_WORKERS = 8
 
 
@@ -94,18 +97,19 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     return expanded
 
 
-def read_input_bytes(item: str) -> bytes:
+def url_options(allow_private: bool = False, max_bytes: int = MAX_IMAGE_BYTES) -> FetchOptions:
+    """predict's URL limits: its old 30 s read timeout, two minutes in all, MAX_IMAGE_BYTES."""
+    return FetchOptions(read_timeout=30.0, total_timeout=120.0, max_bytes=max_bytes, allow_private=allow_private)
+
+
+def read_input_bytes(item: str, fetch_options: FetchOptions | None = None) -> bytes:
     """The raw bytes of a file or URL; errors are one-line UserErrors naming the input."""
     if is_url(item):
-        import requests
-
         try:
-            response = requests.get(item, timeout=URL_TIMEOUT)
-        except requests.RequestException as err:
-            raise UserError(f"download failed: {type(err).__name__}") from None
-        if response.status_code != 200:
-            raise UserError(f"download failed: HTTP {response.status_code}")
-        return response.content
+            return fetch(item, fetch_options or url_options())
+        except FetchError as err:
+            hint = " (--allow-private-urls allows it)" if err.reason == "private_address" else ""
+            raise UserError(f"download failed: {err}{hint}") from None
     path = Path(item)
     if not path.exists():
         raise UserError("no such file")
@@ -117,21 +121,40 @@ def read_input_bytes(item: str) -> bytes:
         raise UserError(f"cannot read: {err.strerror}") from None
 
 
-def load_pixels(item: str, data_cfg, max_pixels: int = DEFAULT_MAX_PIXELS):
+def read_item(item: str, fetch_options: FetchOptions | None = None) -> tuple[bytes | None, str | None]:
+    """(bytes, None) or (None, error message) for a file or URL."""
+    try:
+        return read_input_bytes(item, fetch_options), None
+    except UserError as err:
+        return None, str(err)
+
+
+def decode_checked(data: bytes, data_cfg, max_pixels: int = DEFAULT_MAX_PIXELS):
     """(pixels, None) or (None, error message). The header is checked before decoding (image_guard)."""
     import tensorflow as tf
 
     try:
-        data = read_input_bytes(item)
         check_image(data, max_pixels)
-    except UserError as err:
-        return None, str(err)
     except UnsafeImage as err:
-        return None, str(err) if err.reason == "too_many_pixels" else "not a readable image (JPEG, PNG, GIF or BMP)"
+        return None, str(err) if err.reason == "too_many_pixels" else NOT_READABLE
     try:
         return decode_image(data, data_cfg), None
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, ValueError):
-        return None, "not a readable image (JPEG, PNG, GIF or BMP)"
+        return None, NOT_READABLE
+
+
+def score_encoded(model, data_cfg, blobs: Sequence[bytes], max_pixels: int = DEFAULT_MAX_PIXELS,
+                  pool: concurrent.futures.Executor | None = None) -> list[tuple[np.ndarray | None, str | None]]:
+    """(scores [C], None) or (None, error message) for each encoded image, in order, from ONE model call.
+
+    The one inference path of predict and the app: header check, evaluation decoding, the model. Decoding
+    runs on `pool` when one is given.
+    """
+    decode = lambda data: decode_checked(data, data_cfg, max_pixels)  # noqa: E731
+    decoded = list(pool.map(decode, blobs) if pool is not None else map(decode, blobs))
+    good = [pixels for pixels, error in decoded if error is None]
+    scores = iter(score_images(model, good)) if good else iter(())
+    return [(next(scores), None) if error is None else (None, error) for _, error in decoded]
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -139,15 +162,16 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start:start + size]
 
 
-def score_batches(model, items: Sequence[str], data_cfg, batch_size: int, progress=None) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+def score_batches(model, items: Sequence[str], data_cfg, batch_size: int, progress=None,
+                  fetch_options: FetchOptions | None = None) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
     """(input, scores [C] or None, error or None) for every input, in input order, `batch_size` images per model call."""
     with concurrent.futures.ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
         for chunk in _chunks(list(items), batch_size):
-            loaded = list(pool.map(lambda item: load_pixels(item, data_cfg), chunk))
-            good = [pixels for pixels, error in loaded if error is None]
-            scores = iter(score_images(model, good)) if good else iter(())
-            for item, (pixels, error) in zip(chunk, loaded):
-                yield item, (next(scores) if error is None else None), error
+            read = list(pool.map(lambda item: read_item(item, fetch_options), chunk))
+            scored = iter(score_encoded(model, data_cfg, [data for data, error in read if error is None], pool=pool))
+            for item, (_, read_error) in zip(chunk, read):
+                scores, error = (None, read_error) if read_error is not None else next(scored)
+                yield item, scores, error
             if progress is not None:
                 progress.update(len(chunk))
 
@@ -162,8 +186,16 @@ def positive_labels(scores: np.ndarray, run: Run, top_k: int = 0) -> list[dict]:
     return [{"id": lm.ids[i], "name": lm.names[i], "group": lm.groups[i], "score": round(float(scores[i]), 6)} for i in order]
 
 
+def prediction_record(item: str, scores: np.ndarray | None, error: str | None, run: Run, top_k: int = 0) -> dict:
+    """The JSON line predict prints for one input."""
+    if error is not None:
+        return {"input": item, "error": error}
+    return {"input": item, "labels": positive_labels(scores, run, top_k)}
+
+
 # ---------------------------------------------------------------------------- the two modes
-def predict_inputs(run: Run, model, inputs: Sequence[str], batch_size: int, top_k: int, out=None) -> tuple[int, int]:
+def predict_inputs(run: Run, model, inputs: Sequence[str], batch_size: int, top_k: int, out=None,
+                   fetch_options: FetchOptions | None = None) -> tuple[int, int]:
     """Write one JSON line per image (to stdout by default); returns (images labelled, failures)."""
     from tqdm import tqdm
 
@@ -171,14 +203,12 @@ def predict_inputs(run: Run, model, inputs: Sequence[str], batch_size: int, top_
     items = expand_inputs(inputs)
     done = failed = 0
     with tqdm(total=len(items), unit="img", desc="predict", file=sys.stderr, disable=None) as progress:
-        for item, scores, error in score_batches(model, items, run.config.data, batch_size, progress):
+        for item, scores, error in score_batches(model, items, run.config.data, batch_size, progress, fetch_options):
             if error is not None:
                 failed += 1
-                record = {"input": item, "error": error}
             else:
                 done += 1
-                record = {"input": item, "labels": positive_labels(scores, run, top_k)}
-            out.write(json.dumps(record) + "\n")
+            out.write(json.dumps(prediction_record(item, scores, error, run, top_k)) + "\n")
             out.flush()
     return done, failed
 
@@ -269,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kaggle-submission", metavar="TEST_JSON", default=None, help="write a Kaggle submission for this test.json")
     parser.add_argument("--images", default=None, help="with --kaggle-submission: folder of downloaded test images named <image_id>.<ext> (searched recursively)")
     parser.add_argument("--out", default="submission.csv", help="with --kaggle-submission: the CSV to write")
+    parser.add_argument("--allow-private-urls", action="store_true",
+                        help="fetch URLs on loopback, private and link-local addresses too (refused by default)")
     return parser
 
 
@@ -303,7 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary += f"; {len(counts['unreadable'])} unreadable (empty rows: {_examples(counts['unreadable'])})"
         print(summary + f"; thresholds: {run.thresholds_source}.", file=sys.stderr)
         return 0
-    done, failed = predict_inputs(run, model, args.inputs, args.batch_size, args.top_k)
+    done, failed = predict_inputs(run, model, args.inputs, args.batch_size, args.top_k,
+                                  fetch_options=url_options(args.allow_private_urls))
     elapsed = time.perf_counter() - start
     rate = (done + failed) / elapsed if elapsed > 0 else 0.0
     print(f"labelled {done} images, {failed} failed, in {elapsed:.1f}s ({rate:.1f} images/s); "

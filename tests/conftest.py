@@ -53,3 +53,11 @@ def small_disk(tmp_path):
         pytest.skip("mounting a small tmpfs needs root")
     yield mount
     subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.fixture(scope="session")
+def app_run(tmp_path_factory):
+    """A tiny real run folder with what train and evaluate leave for fashion_tf.app (shared by the app's tests)."""
+    from test_app import build_app_run
+
+    return build_app_run(tmp_path_factory.mktemp("tiny_app"))

@@ -62,7 +62,7 @@ def test_file_folder_and_url_in_input_order(tiny, expected, tmp_path, capsys):
     with serve_folder(tiny.image_dir) as server:
         url = f"{server.base_url}/img003.png"
         code, lines, err = _run(["--run-dir", tiny.run_dir, tiny.image_dir / "img000.png", folder, url,
-                                 "--batch-size", "2"], capsys)
+                                 "--batch-size", "2", "--allow-private-urls"], capsys)
     assert code == 0, err
     assert [line["input"] for line in lines] == [
         str(tiny.image_dir / "img000.png"), str(folder / "b.png"), str(folder / "nested" / "a.PNG"), url]
@@ -78,12 +78,23 @@ def test_unreadable_inputs_give_error_lines_and_exit_1(tiny, expected, tmp_path,
     with serve_folder(tiny.image_dir) as server:
         server.add_fault("/gone.png", Fault(status=404))
         inputs = [fake, tmp_path / "missing.png", f"{server.base_url}/gone.png", tiny.image_dir / "img004.png"]
-        code, lines, err = _run(["--run-dir", tiny.run_dir, *inputs], capsys)
+        code, lines, err = _run(["--run-dir", tiny.run_dir, *inputs, "--allow-private-urls"], capsys)
     assert code == 1
     assert [line.get("error") for line in lines] == [
         "not a readable image (JPEG, PNG, GIF or BMP)", "no such file", "download failed: HTTP 404", None]
     _assert_line_matches(lines[3], tiny, 4, expected)
     assert "3 failed" in err
+
+
+def test_urls_on_loopback_are_refused_without_allow_private_urls(tiny, expected, capsys):
+    with serve_folder(tiny.image_dir) as server:
+        url = f"{server.base_url}/img003.png"
+        code, lines, _ = _run(["--run-dir", tiny.run_dir, url, tiny.image_dir / "img004.png"], capsys)
+        assert server.request_count("/img003.png") == 0  # refused before connecting
+    assert code == 1
+    assert lines[0] == {"input": url, "error": "download failed: refused: 127.0.0.1 is a loopback address "
+                                                "(--allow-private-urls allows it)"}
+    _assert_line_matches(lines[1], tiny, 4, expected)
 
 
 def test_a_decompression_bomb_is_refused_from_its_header_and_the_rest_labelled(tiny, expected, tmp_path, capsys):
