@@ -5,7 +5,8 @@
 Measured side by side in one run, on the same files and the same disk (page cache warm for both):
 1. plain copy: shutil.copyfile of every image into a fresh folder (the goal: writer >= 0.8x its MB/s);
 2. make_tfrecords on train.json + images/ (the same bytes), write phase and whole run, per --workers;
-3. where a writer's time goes, per image (read, Pillow header, sha256, serialize_example, TFRecordWriter);
+3. where a writer's time goes, per image (read, header, sha256, serialize_example, TFRecordWriter, the shard's
+   sha256 for its receipt);
 4. peak RSS of a --big run (a generated manifest that points --big ids at the 7,168 files in turn),
    against the RSS of the 7k run, in subprocesses;
 5. stratification time and peak memory at --strat-rows x 228 labels (synthetic iMaterialist-like skew).
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -33,7 +33,9 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from fashion_tf import schema  # noqa: E402
-from fashion_tf.make_tfrecords import build_parser, make_tfrecords, prepare_image  # noqa: E402
+from fashion_tf.make_tfrecords import Options, make_tfrecords  # noqa: E402
+from fashion_tf.make_tfrecords.writer import file_sha256, prepare_image  # noqa: E402
+from fashion_tf.manifest import IMAGES_DIR, images_dir, manifest_path  # noqa: E402
 
 DATA = Path(os.environ.get("FASHION_PRODUCTS_DIR", REPO.parent / "shared/data/fashion-products"))
 RESULTS = REPO / "bench" / "results"
@@ -51,12 +53,10 @@ def copy_baseline(files: list[Path], dest: Path) -> dict:
 
 
 def writer_run(workers: int, out: Path) -> dict:
-    args = build_parser().parse_args([
-        "--input", str(DATA / "train.json"), "--images", str(DATA / "images"), "--label-map",
-        str(DATA / "label_map.csv"), "--output-dir", str(out), "--workers", str(workers), "--no-tfds",
-    ])
+    options = Options(input=DATA / "train.json", images=DATA / "images", label_map=DATA / "label_map.csv",
+                      output_dir=out, workers=workers, tfds=False)
     started = time.perf_counter()
-    info = make_tfrecords(args)
+    info = make_tfrecords(options)
     total = time.perf_counter() - started
     s = info["summary"]
     return {
@@ -101,6 +101,7 @@ def per_image_costs(files: list[Path]) -> dict:
                 for example in examples:
                     writer.write(example)
         timed("tfrecord_write_us", write)
+        timed("shard_sha256_us", lambda: file_sha256(Path(tmp) / "x.tfrecord"))  # the receipt's hash, per image
     costs["mean_image_kb"] = float(np.mean([len(d) for d in datas]) / 1024)
     return {k: round(v, 1) for k, v in costs.items()}
 
@@ -185,11 +186,11 @@ def big_manifest(folder: Path, n: int) -> None:
     labels = {a["imageId"]: a["labelId"] for a in train["annotations"]}
     ids = sorted(labels, key=int)
     folder.mkdir(parents=True)
-    (folder / "images").symlink_to(DATA / "images")
-    with open(folder / "manifest.jsonl", "w") as handle:
+    images_dir(folder).symlink_to(DATA / "images")
+    with open(manifest_path(folder), "w") as handle:
         for i in range(n):
             source = ids[i % len(ids)]
-            handle.write(json.dumps({"image_id": f"{i}", "status": "ok", "path": f"images/{source}.jpg",
+            handle.write(json.dumps({"image_id": f"{i}", "status": "ok", "path": f"{IMAGES_DIR}/{source}.jpg",
                                      "labels": labels[source]}) + "\n")
 
 
@@ -199,7 +200,7 @@ PEAK_RSS = "import re; print('PEAK_RSS_KB', re.search(r'VmHWM:\\s+(\\d+)', open(
 def rss_run(argv: list[str]) -> dict:
     """Run the tool in a child that prints its own peak RSS (VmHWM: ru_maxrss would include the forked parent)."""
     code = (f"import sys; sys.argv = ['make_tfrecords.py'] + {argv!r}\n"
-            "from fashion_tf.errors import run_cli\nfrom fashion_tf.make_tfrecords import main\n"
+            "from fashion_tf.errors import run_cli\nfrom fashion_tf.make_tfrecords.cli import main\n"
             f"rc = run_cli(main)\n{PEAK_RSS}\nsys.exit(rc)")
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
@@ -214,7 +215,7 @@ def stratification_cost(rows: int, labels: int = 228, seed: int = 0) -> dict:
     """Time and peak RSS of the split alone, in a child process so the peak is its own."""
     code = f"""
 import json, resource, time, numpy as np
-from fashion_tf.make_tfrecords import stratified_assignment
+from fashion_tf.make_tfrecords.split import stratified_assignment
 rng = np.random.default_rng({seed})
 freq = np.clip(0.35 / np.arange(1, {labels} + 1) ** 0.9, 2e-5, None)  # iMaterialist-like: few common, long tail
 matrix = np.zeros(({rows}, {labels}), dtype=np.uint8)

@@ -6,6 +6,7 @@
     OUT/dataset_info.json, features.json   TFDS metadata (tfds.builder_from_directory(OUT) loads the shards)
     OUT/.make_tfrecords/plan.json          the plan a resumed write continues
     OUT/.make_tfrecords/shards/<shard>.json  one receipt per complete shard (its size and sha256, written last)
+    OUT/.make_tfrecords.lock               held by the one make_tfrecords run writing the folder
 
 Every reader goes through `ShardFolder`, which checks that the label map, shard_info.json and the label
 counts agree on the number of labels: a label map shorter than the shards' labels would silently drop the
@@ -24,11 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from fashion_tf.errors import UserError
+from fashion_tf.fileio import FolderBusy, folder_lock
 
 SPLITS = ("train", "validation", "test")
 TFDS_FILES = ("dataset_info.json", "features.json")  # written by tfds.folder_dataset.write_metadata
 STATE_DIR = ".make_tfrecords"
 SHARD_SUFFIX = ".tfrecord"
+LOCK_NAME = f"{STATE_DIR}.lock"  # beside the state folder, which --overwrite deletes
+TFDS_SHARD_TEMPLATE = "{SPLIT}-{SHARD_X_OF_Y}.{FILEFORMAT}"  # shard_names as TFDS spells them
 
 
 def shard_names(split: str, count: int) -> list[str]:
@@ -64,6 +68,15 @@ class ShardFolder:
         found += self.temp_shards()
         names = (self.info_path.name, self.label_map_path.name, *TFDS_FILES, STATE_DIR)
         return found + [self.root / n for n in names if (self.root / n).exists()]
+
+    def lock_for_writing(self) -> folder_lock:
+        """The writer's exclusive lock on the folder, released when the writing process ends however it ends;
+        a second writer gets a one-line UserError instead of writing the same shards at the same time."""
+        try:
+            return folder_lock(self.root, LOCK_NAME)
+        except FolderBusy as busy:
+            raise UserError(f"{self.root}: another make_tfrecords run is writing this folder ({busy.holder}); "
+                            "wait for it to end, or choose another --output-dir") from None
 
     def remove_outputs(self) -> None:
         for path in self.outputs():

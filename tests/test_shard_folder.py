@@ -84,3 +84,18 @@ def test_a_receipt_counts_only_for_the_file_it_describes(tmp_path):
     assert folder.read_receipt(name) is None
     folder.shard_path(name).unlink()
     assert folder.read_receipt(name) is None
+
+
+def test_one_writer_at_a_time_and_the_lock_outlives_an_overwrite(tmp_path):
+    folder = ShardFolder(tmp_path / "shards")
+    lock = folder.lock_for_writing()
+    with pytest.raises(UserError, match=f"{folder.root}: another make_tfrecords run is writing this folder \\(pid "):
+        folder.lock_for_writing()
+    folder.plan_path.parent.mkdir(parents=True)
+    folder.plan_path.write_text("{}")
+    folder.remove_outputs()  # what --overwrite does: the lock file is not an output
+    assert not folder.state_dir.exists() and folder.outputs() == []
+    with pytest.raises(UserError, match="another make_tfrecords run"):
+        folder.lock_for_writing()
+    lock.release()
+    folder.lock_for_writing().release()
