@@ -109,28 +109,34 @@ def multi_hot(label_indices, num_labels: int):
     return tf.minimum(tf.reduce_sum(tf.one_hot(label_indices, num_labels, dtype=tf.float32), axis=0), 1.0)
 
 
-def tfds_features(num_labels: int):
-    """The same schema as a tensorflow_datasets FeaturesDict.
+def tfds_features_document(num_labels: int) -> dict:
+    """The schema as TFDS's features.json (a FeaturesDict), written without TensorFlow or TFDS.
 
-    TFDS flattens nested dicts with "/" when it (de)serializes, so {"image": {"class": {"label": ...}}}
-    reads the key "image/class/label": shards written by serialize_example load with TFDS unchanged.
+    TFDS flattens nested dicts with "/" when it (de)serializes, so {"image": {"class": {"label": ...}}} reads the
+    key "image/class/label": shards written by serialize_example load with tfds.builder_from_directory (tested).
+    num_classes, not names, for the labels: label names repeat across groups (a colour and a usage may share one).
     """
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
+    def feature(kind: str, module: str, body: dict) -> dict:
+        return {"pythonClassName": f"tensorflow_datasets.core.features.{module}.{kind}", **body}
 
-    features = tfds.features
-    # num_classes, not names: label names repeat across groups (a colour and a usage may share a name).
-    class_label = features.ClassLabel(num_classes=num_labels)
-    return features.FeaturesDict(
-        {
-            "image": {
-                "encoded": features.Image(shape=(None, None, 3)),
-                "format": features.Text(),
-                "height": features.Tensor(shape=(), dtype=tf.int64),
-                "width": features.Tensor(shape=(), dtype=tf.int64),
-                "class": {"label": features.Sequence(class_label)},
-                "source_id": features.Text(),
-                "key": {"sha256": features.Text()},
-            }
-        }
-    )
+    def features_dict(features: dict) -> dict:
+        return feature("FeaturesDict", "features_dict", {"featuresDict": {"features": features}})
+
+    def text() -> dict:
+        return feature("Text", "text_feature", {"text": {}})
+
+    def int64() -> dict:
+        return feature("Tensor", "tensor_feature", {"tensor": {"dtype": "int64", "encoding": "none", "shape": {}}})
+
+    label = feature("ClassLabel", "class_label_feature", {"classLabel": {"numClasses": str(num_labels)}})
+    return features_dict({"image": features_dict({
+        "encoded": feature("Image", "image_feature", {"image": {"dtype": "uint8",
+                                                                  "shape": {"dimensions": ["-1", "-1", "3"]}}}),
+        "format": text(),
+        "height": int64(),
+        "width": int64(),
+        "class": features_dict({"label": feature("Sequence", "sequence_feature",
+                                                 {"sequence": {"feature": label, "length": "-1"}})}),
+        "source_id": text(),
+        "key": features_dict({"sha256": text()}),
+    })})

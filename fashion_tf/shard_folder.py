@@ -28,7 +28,7 @@ from fashion_tf.errors import UserError
 from fashion_tf.fileio import FolderBusy, folder_lock
 
 SPLITS = ("train", "validation", "test")
-TFDS_FILES = ("dataset_info.json", "features.json")  # written by tfds.folder_dataset.write_metadata
+TFDS_FILES = ("dataset_info.json", "features.json")  # TFDS metadata, in the format of tfds.folder_dataset.write_metadata
 STATE_DIR = ".make_tfrecords"
 SHARD_SUFFIX = ".tfrecord"
 LOCK_NAME = f"{STATE_DIR}.lock"  # beside the state folder, which --overwrite deletes

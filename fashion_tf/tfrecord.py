@@ -8,6 +8,7 @@ no TensorFlow; tf.data.TFRecordDataset, TFDS and Model Garden read the files as 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from typing import BinaryIO, Iterator
@@ -34,13 +35,22 @@ def frame(record: bytes) -> bytes:
 
 
 class RecordWriter:
-    """Appends framed records to a new file (buffered); use as a context manager or call close()."""
+    """Appends framed records to a new file (buffered); use as a context manager or call close(). It keeps the
+    sha256 and the size of what it wrote, so a writer's receipt needs no second read of the file."""
 
     def __init__(self, path: str | os.PathLike, buffer_bytes: int = 1 << 20):
         self._file: BinaryIO = open(path, "wb", buffering=buffer_bytes)
+        self._digest = hashlib.sha256()
+        self.bytes_written = 0
 
     def write(self, record: bytes) -> None:
-        self._file.write(frame(record))
+        framed = frame(record)
+        self._file.write(framed)
+        self._digest.update(framed)
+        self.bytes_written += len(framed)
+
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
 
     def close(self) -> None:
         self._file.close()

@@ -135,8 +135,8 @@ def test_defect_a_second_run_is_refused_while_another_writes_the_folder(tmp_path
     first = subprocess.Popen(argv, env=TOOL_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not ShardFolder(out).plan_path.exists() and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while not ShardFolder(out).temp_shards() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the first run has its shard open: it then waits on the FIFO
         before = tree(out)
         second = subprocess.run(argv, env=TOOL_ENV, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2 and "Traceback" not in second.stderr

@@ -13,7 +13,8 @@ from fashion_tf.labels import LabelMap
 from fashion_tf.make_tfrecords.catalog import Catalog
 from fashion_tf.make_tfrecords.plan import CREATED_BY, ShardJob
 from fashion_tf.make_tfrecords.skipped import Skipped
-from fashion_tf.shard_folder import SHARD_SUFFIX, TFDS_SHARD_TEMPLATE
+from fashion_tf.fileio import write_json_atomic
+from fashion_tf.shard_folder import SHARD_SUFFIX, TFDS_FILES, TFDS_SHARD_TEMPLATE
 
 
 def split_label_counts(jobs: Sequence[ShardJob], receipts: Mapping[str, dict], num_labels: int) -> dict[str, np.ndarray]:
@@ -67,27 +68,19 @@ def group_info(label_map: LabelMap, catalog: Catalog) -> dict:
 
 
 def write_tfds_metadata(out: Path, name: str, num_labels: int, info: dict) -> Path:
-    """TFDS metadata beside the shards, so that tfds.builder_from_directory(OUT) loads them."""
-    import tensorflow_datasets as tfds
-    from etils import epath
-
-    template = tfds.core.ShardedFileTemplate(
-        data_dir=epath.Path(out),
-        template=TFDS_SHARD_TEMPLATE,
-        dataset_name=name,
-        filetype_suffix=SHARD_SUFFIX.lstrip("."),
-    )
-    split_infos = [
-        tfds.core.SplitInfo(
-            name=split, shard_lengths=data["shard_lengths"], num_bytes=data["num_bytes"], filename_template=template
-        )
-        for split, data in info["splits"].items()
-    ]
-    tfds.folder_dataset.write_metadata(
-        data_dir=out,
-        features=schema.tfds_features(num_labels),
-        split_infos=split_infos,
-        filename_template=template,
-        description=f"{name}: multi-label image classification shards written by {CREATED_BY}",
-    )
+    """TFDS metadata beside the shards (dataset_info.json, features.json), so that tfds.builder_from_directory(OUT)
+    loads them: the documents TFDS's write_metadata writes, made here without TensorFlow (tested with TFDS)."""
+    splits = [{"filepathTemplate": TFDS_SHARD_TEMPLATE, "name": split, "numBytes": str(data["num_bytes"]),
+               "shardLengths": [str(length) for length in data["shard_lengths"]]}
+              for split, data in info["splits"].items()]
+    dataset_info_document = {
+        "description": f"{name}: multi-label image classification shards written by {CREATED_BY}",
+        "fileFormat": SHARD_SUFFIX.lstrip("."),
+        "name": name,
+        "splits": splits,
+        "version": "1.0.0",
+    }
+    info_file, features_file = (Path(out) / file for file in TFDS_FILES)
+    write_json_atomic(features_file, schema.tfds_features_document(num_labels))
+    write_json_atomic(info_file, dataset_info_document)
     return out

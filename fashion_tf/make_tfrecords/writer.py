@@ -8,7 +8,6 @@ import errno
 import hashlib
 import io
 import os
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -25,6 +24,7 @@ from fashion_tf.image_guard import DEFAULT_MAX_PIXELS, UnsafeImage, check_image
 from fashion_tf.make_tfrecords.plan import ShardJob, ShardTarget
 from fashion_tf.make_tfrecords.skipped import Skipped
 from fashion_tf.shard_folder import ShardFolder
+from fashion_tf.tfrecord import RecordWriter
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room, over quota, over the file-size limit
 HASH_BLOCK = 1 << 20
@@ -85,13 +85,13 @@ class _Written:
     image_bytes: int = 0
     label_counts: np.ndarray | None = None
     skipped: Skipped = field(default_factory=Skipped)
+    sha256: str = ""  # of the shard file
+    num_bytes: int = 0
 
 
 def _write_records(path: Path, target: ShardTarget, job: ShardJob, progress: Progress) -> _Written:
-    import tensorflow as tf
-
     written = _Written(label_counts=np.zeros(target.num_labels, dtype=np.int64))
-    with tf.io.TFRecordWriter(os.fspath(path)) as writer:
+    with RecordWriter(path) as writer:
         for image_id, image_path, labels in zip(job.image_ids, job.paths, job.labels):
             try:
                 data, fmt, height, width = prepare_image(_read_image(image_path), target.max_size, target.max_pixels)
@@ -105,6 +105,7 @@ def _write_records(path: Path, target: ShardTarget, job: ShardJob, progress: Pro
             written.length += 1
             written.image_bytes += len(data)
             progress(1, len(data))
+    written.sha256, written.num_bytes = writer.sha256(), writer.bytes_written
     return written
 
 
@@ -128,15 +129,12 @@ def write_shard(target: ShardTarget, job: ShardJob, progress: Progress = _no_pro
     with disk_full_is_user_error(final, folder):
         with atomic_path(final) as tmp:
             written = _write_records(tmp, target, job, progress)
-            # Read back at once, from the page cache: TFRecordWriter does not hand out the bytes it frames.
-            sha256 = file_sha256(tmp)
-            num_bytes = tmp.stat().st_size
         receipt = {
             "name": job.name,
             "split": job.split,
             "length": written.length,
-            "num_bytes": num_bytes,
-            "sha256": sha256,
+            "num_bytes": written.num_bytes,
+            "sha256": written.sha256,
             "image_bytes": written.image_bytes,
             "label_counts": written.label_counts.tolist(),
             "skipped": written.skipped.to_dict(),
@@ -147,9 +145,8 @@ def write_shard(target: ShardTarget, job: ShardJob, progress: Progress = _no_pro
 
 
 def write_shards(target: ShardTarget, jobs: Sequence[ShardJob], workers: int) -> tuple[list[dict], dict]:
-    """Write `jobs` in `workers` threads (TFRecordWriter, file reads and sha256 release the GIL); return their
+    """Write `jobs` in `workers` threads (file reads and writes, sha256 and crc32c release the GIL); return their
     receipts and write statistics. The first failure stops the rest: pending shards are not started."""
-    import tensorflow  # noqa: F401  (imported here, not in the threads, and not timed)
     from tqdm import tqdm
 
     lock = threading.Lock()
@@ -180,13 +177,9 @@ def write_shards(target: ShardTarget, jobs: Sequence[ShardJob], workers: int) ->
 
 
 def disk_full_reason(err: BaseException) -> str | None:
-    """What the system said, when `err` is a full disk, an exhausted quota or the file-size limit (an OSError, or
-    TensorFlow's OpError, which carries only the message)."""
+    """What the system said, when `err` is a full disk, an exhausted quota or the file-size limit."""
     if isinstance(err, OSError):
         return os.strerror(err.errno) if err.errno in DISK_FULL_ERRNOS else None
-    tf = sys.modules.get("tensorflow")
-    if tf is not None and isinstance(err, tf.errors.OpError):
-        return next((os.strerror(code) for code in DISK_FULL_ERRNOS if os.strerror(code) in err.message), None)
     return None
 
 
