@@ -6,6 +6,7 @@
     OUT/dataset_info.json, features.json   TFDS metadata (tfds.builder_from_directory(OUT) loads the shards)
     OUT/.make_tfrecords/plan.json          the plan a resumed write continues
     OUT/.make_tfrecords/shards/<shard>.json  one receipt per complete shard (its size and sha256, written last)
+    OUT/.make_tfrecords/jobs/<shard>.json    one shard's images, for a distributed (Beam) writer
     OUT/.make_tfrecords.lock               held by the one make_tfrecords run writing the folder
 
 Every reader goes through `ShardFolder`, which checks that the label map, shard_info.json and the label
@@ -57,6 +58,10 @@ class ShardFolder:
 
     def receipt_path(self, shard_name: str) -> Path:
         return self.state_dir / "shards" / f"{shard_name}.json"
+
+    def job_path(self, shard_name: str) -> Path:
+        """What a distributed writer reads of the plan for one shard: its images' ids, paths and labels."""
+        return self.state_dir / "jobs" / f"{shard_name}.json"
 
     def temp_shards(self) -> list[Path]:
         """Shards a killed writer left under their temporary names (fileio's `.<name>.<random>.tmp`)."""

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-tfds", action="store_true", help=f"skip the TFDS metadata ({', '.join(TFDS_FILES)})")
     parser.add_argument("--verify", action="store_true", help="read every shard back and check it "
                         "(alone, without --input: verify an existing output folder)")
+    parser.add_argument("--engine", choices=("local", "beam"), default="local",
+                        help="local: threads of this process (--workers); beam: an Apache Beam pipeline on the runner "
+                        "named by the options after `--` (DirectRunner, DataflowRunner, FlinkRunner, SparkRunner)")
     return parser
 
 
@@ -109,6 +112,16 @@ def summary_text(info: dict, out: Path) -> str:
     )
 
 
+def _beam_engine():
+    try:
+        from fashion_tf.beam import shards as engine
+    except ImportError as err:
+        from fashion_tf.beam.pipeline import BEAM_EXTRA
+
+        raise UserError(f"--engine beam needs Apache Beam ({err}): {BEAM_EXTRA}") from None
+    return engine
+
+
 def _verify(out: Path, workers: int) -> int:
     ok, lines = verify_output(out, workers)
     print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
@@ -116,11 +129,17 @@ def _verify(out: Path, workers: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from fashion_tf.beam.pipeline import split_engine_args
+
+    ours, beam_args = split_engine_args(argv)
+    args = build_parser().parse_args(ours)
+    if beam_args and args.engine != "beam":
+        raise UserError("options after `--` go to Apache Beam: give --engine beam as well")
     if args.input is None:
         if not args.verify:
             raise UserError("--input is required (or --verify alone to check an existing --output-dir)")
         return _verify(args.output_dir, args.workers)
-    info = make_tfrecords(options_from_args(args))
+    options = options_from_args(args)
+    info = _beam_engine().make_tfrecords(options, beam_args) if args.engine == "beam" else make_tfrecords(options)
     print(summary_text(info, args.output_dir))
     return _verify(args.output_dir, args.workers) if args.verify else 0

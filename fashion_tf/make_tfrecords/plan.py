@@ -203,6 +203,19 @@ def complete_receipts(folder: ShardFolder, jobs: Sequence[ShardJob]) -> dict[str
     return {name: receipt for name, receipt in receipts.items() if receipt is not None}
 
 
+def write_job(folder: ShardFolder, job: ShardJob) -> None:
+    """The job as a file a worker anywhere can read (a distributed engine ships names, not millions of rows)."""
+    rows = [[image_id, path, labels.tolist()] for image_id, path, labels in zip(job.image_ids, job.paths, job.labels)]
+    write_json_atomic(folder.job_path(job.name), {"name": job.name, "split": job.split, "rows": rows}, indent=None)
+
+
+def read_job(folder: ShardFolder, name: str) -> ShardJob:
+    data = json.loads(folder.job_path(name).read_text(encoding="utf-8"))
+    ids, paths, labels = zip(*data["rows"]) if data["rows"] else ((), (), ())
+    return ShardJob(data["name"], data["split"], tuple(ids), tuple(paths),
+                    tuple(np.asarray(row, dtype=np.int32) for row in labels))
+
+
 def remove_temp_shards(folder: ShardFolder) -> None:
     """Shards a killed writer left under their temporary names."""
     for stale in folder.temp_shards():
