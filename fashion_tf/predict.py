@@ -26,8 +26,9 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -163,12 +164,14 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 
 
 def score_batches(model, items: Sequence[str], data_cfg, batch_size: int, progress=None,
-                  fetch_options: FetchOptions | None = None) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+                  fetch_options: FetchOptions | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
     """(input, scores [C] or None, error or None) for every input, in input order, `batch_size` images per model call."""
     with concurrent.futures.ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
         for chunk in _chunks(list(items), batch_size):
             read = list(pool.map(lambda item: read_item(item, fetch_options), chunk))
-            scored = iter(score_encoded(model, data_cfg, [data for data, error in read if error is None], pool=pool))
+            readable = [data for data, error in read if error is None]
+            scored = iter(score_encoded(model, data_cfg, readable, max_pixels, pool=pool))
             for item, (_, read_error) in zip(chunk, read):
                 scores, error = (None, read_error) if read_error is not None else next(scored)
                 yield item, scores, error
@@ -195,7 +198,8 @@ def prediction_record(item: str, scores: np.ndarray | None, error: str | None, r
 
 # ---------------------------------------------------------------------------- the two modes
 def predict_inputs(run: Run, model, inputs: Sequence[str], batch_size: int, top_k: int, out=None,
-                   fetch_options: FetchOptions | None = None) -> tuple[int, int]:
+                   fetch_options: FetchOptions | None = None,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """Write one JSON line per image (to stdout by default); returns (images labelled, failures)."""
     from tqdm import tqdm
 
@@ -203,7 +207,8 @@ def predict_inputs(run: Run, model, inputs: Sequence[str], batch_size: int, top_
     items = expand_inputs(inputs)
     done = failed = 0
     with tqdm(total=len(items), unit="img", desc="predict", file=sys.stderr, disable=None) as progress:
-        for item, scores, error in score_batches(model, items, run.config.data, batch_size, progress, fetch_options):
+        for item, scores, error in score_batches(model, items, run.config.data, batch_size, progress, fetch_options,
+                                                 max_pixels):
             if error is not None:
                 failed += 1
             else:
@@ -245,7 +250,8 @@ def _sorted_label_ids(label_ids: Iterable[str]) -> list[str]:
     return sorted(label_ids, key=lambda x: (0, int(x), "") if x.isdigit() else (1, 0, x))
 
 
-def write_kaggle_submission(run: Run, model, test_json: Path, images_dir: Path, out_path: Path, batch_size: int) -> dict:
+def write_kaggle_submission(run: Run, model, test_json: Path, images_dir: Path, out_path: Path, batch_size: int,
+                            max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """submission.csv with a row for every test image; returns counts for the summary."""
     from tqdm import tqdm
 
@@ -260,7 +266,8 @@ def write_kaggle_submission(run: Run, model, test_json: Path, images_dir: Path, 
     paths = [str(files[image_id]) for image_id in present]
     id_of_path = dict(zip(paths, present))
     with tqdm(total=len(paths), unit="img", desc="submission", file=sys.stderr, disable=None) as progress:
-        for item, scores, error in score_batches(model, paths, run.config.data, batch_size, progress):
+        for item, scores, error in score_batches(model, paths, run.config.data, batch_size, progress,
+                                                 max_pixels=max_pixels):
             image_id = id_of_path[item]
             if error is not None:
                 unreadable.append(image_id)
@@ -284,64 +291,95 @@ def _examples(ids: Sequence[str], limit: int = 5) -> str:
     return ", ".join(ids[:limit]) + (", ..." if len(ids) > limit else "")
 
 
+# ---------------------------------------------------------------------------- the stage
+@dataclass
+class Options:
+    run_dir: str | Path
+    inputs: Sequence[str] = ()  # image files, folders (recursive) or http(s) URLs
+    thresholds: Optional[str | Path] = None  # None: RUN/thresholds.json, or 0.5 for every label without one
+    batch_size: int = 32  # images per model call
+    top_k: int = 0  # at most this many labels per image (0: every label over its threshold)
+    kaggle_submission: Optional[str | Path] = None  # a test.json: write the submission CSV instead of JSON lines
+    images: Optional[str | Path] = None  # with kaggle_submission: the downloaded test images
+    out: str | Path = "submission.csv"  # with kaggle_submission: the CSV to write
+    allow_private_urls: bool = False  # fetch URLs on loopback, private and link-local addresses too
+    max_pixels: int = DEFAULT_MAX_PIXELS  # images declaring more pixels are refused before decoding
+
+    def check(self) -> None:
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.top_k < 0:
+            raise UserError(f"--top-k must be >= 0, got {self.top_k}")
+        if self.max_pixels < 1:
+            raise UserError(f"--max-pixels must be >= 1, got {self.max_pixels}")
+        kaggle = self.kaggle_submission is not None
+        if kaggle and self.inputs:
+            raise UserError("give either INPUT... or --kaggle-submission, not both")
+        if kaggle and self.images is None:
+            raise UserError("--kaggle-submission needs --images DIR (the downloaded test images)")
+        if not kaggle and not self.inputs:
+            raise UserError("nothing to label: give image files, folders or URLs (or --kaggle-submission)")
+        if kaggle and not Path(self.kaggle_submission).is_file():
+            raise UserError(f"{self.kaggle_submission}: no such file")
+
+
+def predict(options: Options, out=None) -> dict:
+    """Label the inputs (JSON lines to `out`, stdout by default) or write the Kaggle submission; returns the counts
+    and the summary line. Everything about the run is checked before TensorFlow is imported."""
+    options.check()
+    run = load_run(options.run_dir, options.thresholds)
+    if run.thresholds_source.startswith(str(DEFAULT_THRESHOLD)):
+        print(f"note: thresholds {run.thresholds_source}", file=sys.stderr)
+    model = load_model(run)
+    start = time.perf_counter()
+    if options.kaggle_submission is not None:
+        counts = write_kaggle_submission(run, model, Path(options.kaggle_submission), Path(options.images),
+                                         Path(options.out), options.batch_size, options.max_pixels)
+        summary = (f"wrote {options.out}: {counts['rows']} rows, {counts['predicted']} images labelled "
+                   f"({counts['with_labels']} with at least one label) in {time.perf_counter() - start:.1f}s")
+        if counts["missing"]:
+            summary += (f"; {len(counts['missing'])} test images not found in {options.images} "
+                        f"(empty rows: {_examples(counts['missing'])})")
+        if counts["unreadable"]:
+            summary += f"; {len(counts['unreadable'])} unreadable (empty rows: {_examples(counts['unreadable'])})"
+        return {**counts, "failed": 0, "summary": summary + f"; thresholds: {run.thresholds_source}."}
+    done, failed = predict_inputs(run, model, options.inputs, options.batch_size, options.top_k, out,
+                                  url_options(options.allow_private_urls), options.max_pixels)
+    elapsed = time.perf_counter() - start
+    rate = (done + failed) / elapsed if elapsed > 0 else 0.0
+    return {"labelled": done, "failed": failed,
+            "summary": f"labelled {done} images, {failed} failed, in {elapsed:.1f}s ({rate:.1f} images/s); "
+                       f"thresholds: {run.thresholds_source}."}
+
+
 # ---------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
+    defaults = Options(run_dir="")
     parser = argparse.ArgumentParser(
         prog="python -m fashion_tf.predict",
         description="Label images with a trained run: one JSON line per image on stdout, or a Kaggle submission.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--run-dir", required=True, help="run directory (config.json, model.keras, label_map.json, thresholds.json)")
+    parser.add_argument("--run-dir", required=True, help="run directory written by fashion_tf.train")
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (searched recursively) or http(s) URLs")
-    parser.add_argument("--thresholds", default=None, help="thresholds file; None: RUN/thresholds.json, or 0.5 for every label without one")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per model call")
-    parser.add_argument("--top-k", type=int, default=0, help="at most this many labels per image (0: every label over its threshold)")
+    parser.add_argument("--thresholds", default=None, help="thresholds file; None: the run's, or 0.5 for every label without one")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per model call")
+    parser.add_argument("--top-k", type=int, default=defaults.top_k, help="at most this many labels per image (0: every label over its threshold)")
     parser.add_argument("--kaggle-submission", metavar="TEST_JSON", default=None, help="write a Kaggle submission for this test.json")
     parser.add_argument("--images", default=None, help="with --kaggle-submission: folder of downloaded test images named <image_id>.<ext> (searched recursively)")
-    parser.add_argument("--out", default="submission.csv", help="with --kaggle-submission: the CSV to write")
+    parser.add_argument("--out", default=defaults.out, help="with --kaggle-submission: the CSV to write")
     parser.add_argument("--allow-private-urls", action="store_true",
                         help="fetch URLs on loopback, private and link-local addresses too (refused by default)")
+    parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels,
+                        help="refuse images whose header declares more pixels (decompression bombs), before decoding")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.top_k < 0:
-        raise UserError(f"--top-k must be >= 0, got {args.top_k}")
-    kaggle = args.kaggle_submission is not None
-    if kaggle and args.inputs:
-        raise UserError("give either INPUT... or --kaggle-submission, not both")
-    if kaggle and args.images is None:
-        raise UserError("--kaggle-submission needs --images DIR (the downloaded test images)")
-    if not kaggle and not args.inputs:
-        raise UserError("nothing to label: give image files, folders or URLs (or --kaggle-submission)")
-    if kaggle and not Path(args.kaggle_submission).is_file():
-        raise UserError(f"{args.kaggle_submission}: no such file")
-    run = load_run(args.run_dir, args.thresholds)
-    if run.thresholds_source.startswith(str(DEFAULT_THRESHOLD)):
-        print(f"note: thresholds {run.thresholds_source}", file=sys.stderr)
-    model = load_model(run)
-    start = time.perf_counter()
-    if kaggle:
-        counts = write_kaggle_submission(run, model, Path(args.kaggle_submission), Path(args.images), Path(args.out), args.batch_size)
-        elapsed = time.perf_counter() - start
-        summary = (f"wrote {args.out}: {counts['rows']} rows, {counts['predicted']} images labelled "
-                   f"({counts['with_labels']} with at least one label) in {elapsed:.1f}s")
-        if counts["missing"]:
-            summary += f"; {len(counts['missing'])} test images not found in {args.images} (empty rows: {_examples(counts['missing'])})"
-        if counts["unreadable"]:
-            summary += f"; {len(counts['unreadable'])} unreadable (empty rows: {_examples(counts['unreadable'])})"
-        print(summary + f"; thresholds: {run.thresholds_source}.", file=sys.stderr)
-        return 0
-    done, failed = predict_inputs(run, model, args.inputs, args.batch_size, args.top_k,
-                                  fetch_options=url_options(args.allow_private_urls))
-    elapsed = time.perf_counter() - start
-    rate = (done + failed) / elapsed if elapsed > 0 else 0.0
-    print(f"labelled {done} images, {failed} failed, in {elapsed:.1f}s ({rate:.1f} images/s); "
-          f"thresholds: {run.thresholds_source}.", file=sys.stderr)
-    return 1 if failed else 0
+    result = predict(Options(**vars(args)))
+    print(result["summary"], file=sys.stderr)
+    return 1 if result["failed"] else 0
 
 
 if __name__ == "__main__":

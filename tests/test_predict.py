@@ -14,6 +14,8 @@ pytest.importorskip("tensorflow")
 from conftest import run_module  # noqa: E402
 from fashion_tf import predict  # noqa: E402
 from fashion_tf.errors import run_cli  # noqa: E402
+from fashion_tf.labels import LabelMap  # noqa: E402
+from fashion_tf.run_folder import RunFolder  # noqa: E402
 from fashion_tf.testserver import Fault, serve_folder  # noqa: E402
 from test_evaluate import TinyRun, build_tiny_run, write_thresholds  # noqa: E402
 
@@ -167,20 +169,48 @@ def test_kaggle_submission_has_a_row_for_every_test_image(tiny, expected, tmp_pa
     assert "1 test images not found" in err and "1 unreadable" in err
 
 
-@pytest.mark.parametrize("case", ["missing_run_dir", "missing_model", "no_inputs", "missing_test_json"])
+BAD_INPUTS = {  # case: (how the arguments change, the message)
+    "missing_run_dir": (lambda run, image, tmp: ["--run-dir", str(tmp / "nowhere"), image], "run directory not found"),
+    "missing_model": (None, "model.keras: not found"),
+    "corrupt_model": (None, "model.keras: cannot load the model"),
+    "corrupt_config": (None, "config.json: not valid JSON"),
+    "thresholds_for_other_labels": (None, "thresholds.json: 2 thresholds for 8 labels"),
+    "no_inputs": (lambda run, image, tmp: ["--run-dir", run], "nothing to label"),
+    "inputs_and_kaggle": (lambda run, image, tmp: ["--run-dir", run, image, "--kaggle-submission", image],
+                          "give either INPUT... or --kaggle-submission, not both"),
+    "kaggle_without_images": (lambda run, image, tmp: ["--run-dir", run, "--kaggle-submission", image],
+                              "--kaggle-submission needs --images DIR"),
+    "missing_test_json": (lambda run, image, tmp: ["--run-dir", run, "--kaggle-submission", str(tmp / "test.json"),
+                                                   "--images", str(tmp)], "test.json: no such file"),
+    "batch_size_0": (lambda run, image, tmp: ["--run-dir", run, image, "--batch-size", "0"], "--batch-size must be >= 1"),
+    "top_k_negative": (lambda run, image, tmp: ["--run-dir", run, image, "--top-k", "-1"], "--top-k must be >= 0"),
+    "max_pixels_0": (lambda run, image, tmp: ["--run-dir", run, image, "--max-pixels", "0"], "--max-pixels must be >= 1"),
+}
+
+
+def spoiled_run(tiny, tmp_path, case: str) -> str:
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny.run_dir, run_dir)
+    folder = RunFolder(run_dir)
+    if case == "missing_model":
+        folder.model.unlink()
+    elif case == "corrupt_model":
+        folder.model.write_bytes(b"PK\x03\x04 not a model")
+    elif case == "corrupt_config":
+        folder.config.write_text('{"data": ')
+    elif case == "thresholds_for_other_labels":
+        write_thresholds(run_dir, LabelMap.from_ids(["1", "2"]), np.full(2, 0.5))
+    return str(run_dir)
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, capsys, case):
-    args = ["--run-dir", str(tiny.run_dir), str(tiny.image_dir / "img000.png")]
-    if case == "missing_run_dir":
-        args[1] = str(tmp_path / "nowhere")
-    elif case == "missing_model":
-        run_dir = tmp_path / "run"
-        shutil.copytree(tiny.run_dir, run_dir)
-        (run_dir / "model.keras").unlink()
-        args[1] = str(run_dir)
-    elif case == "no_inputs":
-        args = args[:2]
+    arguments, expected = BAD_INPUTS[case]
+    image = str(tiny.image_dir / "img000.png")
+    if arguments is None:
+        args = ["--run-dir", spoiled_run(tiny, tmp_path, case), image]
     else:
-        args = args[:2] + ["--kaggle-submission", str(tmp_path / "test.json"), "--images", str(tmp_path)]
+        args = arguments(str(tiny.run_dir), image, tmp_path)
     if case == "missing_run_dir":  # once as a user types it: no traceback, no TensorFlow start-up lines
         result = run_module("fashion_tf.predict", *args)
         code, stdout, stderr = result.returncode, result.stdout, result.stderr
@@ -191,6 +221,4 @@ def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, capsys, case):
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     assert stdout == ""
-    expected = {"missing_run_dir": "run directory not found", "missing_model": "model.keras: not found",
-                "no_inputs": "nothing to label", "missing_test_json": "test.json: no such file"}[case]
     assert expected in lines[0]
