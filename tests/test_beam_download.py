@@ -61,7 +61,8 @@ def test_the_pipeline_gives_the_local_engines_rows_and_images(site, tmp_path, ru
     work = WorkFolder(tmp_path / "beam")
     markers = sorted(work.root.glob("done/*.json"))
     assert len(markers) == 5  # 30 records, about 7 a shard
-    assert not any(json.loads(marker.read_text())["tensorflow_loaded"] for marker in markers)
+    if runner == TWO_WORKER_PROCESSES:  # in-process, the DoFn shares the test process and what it imported
+        assert not any(json.loads(marker.read_text())["tensorflow_loaded"] for marker in markers)
     assert sum(len(read_work_list(path)) for path in work.root.glob("lists/*.jsonl")) == len(FAULT_MIX)
     again = beam_download(source, tmp_path / "beam", FAST, runner, records_per_shard=7)
     assert (again.ok, again.failed, again.skipped_ok, again.skipped_failed) == (0, 0, local.ok, local.failed)

@@ -177,6 +177,7 @@ def stream_folders(shards, tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(STREAMS))
 def test_the_stream_is_bit_identical_to_the_recorded_one(stream_folders, name):
+    tf.random.set_seed(None)  # op seeds combine with a global seed, which other tests set (train does, by design)
     digest, projections = REFERENCE[name]
     actual = fingerprint(stream(name, stream_folders), STREAM_BATCHES)
     np.testing.assert_allclose(actual["projections"], projections, rtol=1e-6, err_msg=f"{name}: another stream")
