@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import apache_beam as beam
-
-from fashion_tf.beam.pipeline import run_units
+from fashion_tf.beam.pipeline import check_shared_path, import_beam, run_units
 from fashion_tf.beam.work import WorkFolder, plan_records, plan_work, read_work_list
 from fashion_tf.download import Options, Summary, configure_pillow, fetch_records, remove_stale_temp_files
 from fashion_tf.errors import UserError
@@ -26,6 +24,8 @@ from fashion_tf.manifest import images_dir, lock_for_writing, read_manifest
 from fashion_tf.sources import LabelsInRecords, SourceReader
 
 RECORDS_PER_SHARD = 2000
+
+beam = import_beam()
 
 
 class DownloadWorkShard(beam.DoFn):
@@ -55,6 +55,7 @@ class DownloadWorkShard(beam.DoFn):
 def download(input_path: str | Path, output_dir: str | Path, options: Options, beam_args: Sequence[str],
              records_per_shard: int = RECORDS_PER_SHARD) -> Summary:
     """The whole download on the runner `beam_args` name; resumable. Returns the job's summary."""
+    check_shared_path(output_dir, "--output-dir")
     input_path, output_dir = Path(input_path), Path(output_dir)
     if options.num_shards != 1:
         raise UserError("--engine beam splits the work itself: leave out --shard-index/--num-shards")

@@ -8,6 +8,7 @@ marker last, so a rerun of a killed or failed job redoes only unfinished units.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from typing import Callable, Sequence
@@ -30,12 +31,35 @@ def split_engine_args(argv: Sequence[str] | None) -> tuple[list[str] | None, lis
     return argv[:cut], argv[cut + 1:]
 
 
-def pipeline_options(beam_args: Sequence[str]):
-    """PipelineOptions from the arguments after `--`; Beam logs errors only, unless told otherwise."""
+def import_beam():
+    """apache_beam, imported without the warnings some of its optional modules log at import time (a user's error
+    must stay one line)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
     try:
-        from apache_beam.options.pipeline_options import PipelineOptions
+        import apache_beam
     except ImportError:
         raise UserError(f"--engine beam needs Apache Beam: {BEAM_EXTRA}") from None
+    finally:
+        root.setLevel(level)
+    return apache_beam
+
+
+def check_shared_path(path, what: str) -> None:
+    """The engine reads and writes `path` with file system calls on the driver and on every worker: it must be a
+    path they all see (a local disk for the DirectRunner, a shared file system for a cluster), not a URL."""
+    text = str(path)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", text):
+        raise UserError(f"{text}: the {what} must be a file system path that the driver and every worker see "
+                        "(e.g. a shared file system mounted on the workers); URLs such as gs:// are not supported yet")
+
+
+def pipeline_options(beam_args: Sequence[str]):
+    """PipelineOptions from the arguments after `--`; Beam logs errors only, unless told otherwise."""
+    import_beam()
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     args = list(beam_args)
     if not any(arg.startswith("--default_sdk_harness_log_level") for arg in args):
         args.append("--default_sdk_harness_log_level=ERROR")
@@ -50,8 +74,7 @@ def run_units(names: Sequence[str], do_unit, beam_args: Sequence[str], stage: st
     The pipeline runs in a thread while this one shows a progress bar of `progress()` (e.g. manifest rows so far)."""
     if not names:
         return
-    import apache_beam as beam
-
+    beam = import_beam()
     options = pipeline_options(beam_args)
     failure: list[BaseException] = []
 

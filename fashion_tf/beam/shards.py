@@ -13,14 +13,14 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-import apache_beam as beam
-
-from fashion_tf.beam.pipeline import run_units
+from fashion_tf.beam.pipeline import check_shared_path, import_beam, run_units
 from fashion_tf.errors import UserError
 from fashion_tf.make_tfrecords import Options, ShardTarget, finalize, prepare, write_shard
 from fashion_tf.make_tfrecords.plan import read_job, write_job
 from fashion_tf.make_tfrecords.writer import disk_full_is_user_error
 from fashion_tf.shard_folder import ShardFolder
+
+beam = import_beam()
 
 
 class WriteShard(beam.DoFn):
@@ -39,6 +39,7 @@ class WriteShard(beam.DoFn):
 
 def make_tfrecords(options: Options, beam_args: Sequence[str]) -> dict:
     """The whole stage on the runner `beam_args` name; returns shard_info.json's content plus a "summary"."""
+    check_shared_path(options.output_dir, "--output-dir")
     started = time.perf_counter()
     with prepare(options) as plan:
         folder = plan.folder
