@@ -34,23 +34,40 @@ def serialize_example(
     The protobuf wire format written directly, byte for byte what
     `tf.train.Example(...).SerializeToString(deterministic=True)` gives (the map entries in key order; tested):
     Example.features(1) > Features.feature(1) map entries {key(1), Feature(2)}, Feature.bytes_list(1) /
-    int64_list(3) > value(1), the int64 values packed. It is ~4x faster than filling the proto, and shard
+    int64_list(3) > value(1), the int64 values packed. The image bytes are copied once, into the result; shard
     writers (local threads, Beam workers) need no TensorFlow.
     """
-    features = {
-        ENCODED: _bytes_feature(encoded),
-        FORMAT: _bytes_feature(image_format.encode()),
-        HEIGHT: _int64_feature((height,)),
-        WIDTH: _int64_feature((width,)),
-        LABEL: _int64_feature(label_indices),
-        SOURCE_ID: _bytes_feature(str(source_id).encode()),
-        SHA256: _bytes_feature(sha256.encode()),
-    }
-    entries = b"".join(_field(1, _field(1, key.encode()) + _field(2, features[key])) for key in sorted(features))
-    return _field(1, entries)
+    # Map entries in key order: class/label, encoded, format, height, key/sha256, source_id, width.
+    image = _encoded_entry_head(len(encoded))
+    entries = [
+        _entry(LABEL, _int64_feature(label_indices)), image, encoded,
+        _entry(FORMAT, _bytes_feature(image_format.encode())), _entry(HEIGHT, _int64_feature((height,))),
+        _entry(SHA256, _bytes_feature(sha256.encode())), _entry(SOURCE_ID, _bytes_feature(str(source_id).encode())),
+        _entry(WIDTH, _int64_feature((width,))),
+    ]
+    total = sum(map(len, entries))
+    return b"".join([b"\x0a", _varint(total), *entries])
+
+
+def _entry(key: str, feature: bytes) -> bytes:
+    """One map entry {key(1), Feature(2)} as a Features.feature(1) field."""
+    body = _KEY_FIELDS[key] + b"\x12" + _varint(len(feature)) + feature
+    return b"\x0a" + _varint(len(body)) + body
+
+
+def _encoded_entry_head(length: int) -> bytes:
+    """The image/encoded entry up to its value, so the image bytes are copied only once, into the result."""
+    value_field = 1 + _varint_length(length) + length  # BytesList.value(1)
+    feature = 1 + _varint_length(value_field) + value_field  # Feature.bytes_list(1)
+    key_field = _KEY_FIELDS[ENCODED]
+    body = len(key_field) + 1 + _varint_length(feature) + feature
+    return (b"\x0a" + _varint(body) + key_field + b"\x12" + _varint(feature) + b"\x0a" + _varint(value_field)
+            + b"\x0a" + _varint(length))
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _SMALL_VARINTS[value]
     value &= (1 << 64) - 1  # a negative int64 takes ten bytes, as in protobuf
     out = bytearray()
     while value > 0x7F:
@@ -60,18 +77,26 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+def _varint_length(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
 
 
 def _bytes_feature(value: bytes) -> bytes:
-    return _field(1, _field(1, value))
+    """Feature.bytes_list(1) > BytesList.value(1)."""
+    inner = b"\x0a" + _varint(len(value)) + value
+    return b"\x0a" + _varint(len(inner)) + inner
 
 
 def _int64_feature(values: Sequence[int]) -> bytes:
-    packed = b"".join(_varint(int(v)) for v in values)
-    return _field(3, _field(1, packed) if packed else b"")
+    """Feature.int64_list(3) > Int64List.value(1), packed."""
+    values = [int(v) for v in values]
+    packed = bytes(values) if values and 0 <= min(values) and max(values) < 0x80 else b"".join(map(_varint, values))
+    inner = b"\x0a" + _varint(len(packed)) + packed if packed else b""
+    return b"\x1a" + _varint(len(inner)) + inner
+
+
+_SMALL_VARINTS = [bytes([value]) for value in range(0x80)]
+_KEY_FIELDS = {key: b"\x0a" + _varint(len(key.encode())) + key.encode() for key in FEATURE_NAMES}
 
 
 def feature_spec() -> dict:
