@@ -10,12 +10,13 @@ from typing import Optional, Sequence
 import keras
 import numpy as np
 
-from fashion_tf.checkpoints import monitor_mode, save_epoch
+from fashion_tf.checkpoints import monitor_mode, save_epoch, save_weights
 from fashion_tf.run_folder import RunFolder
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """After every epoch: the checkpoint of fashion_tf.checkpoints.save_epoch, with the best monitored value."""
+    """After every epoch: the best weights when the monitored value improved, then the epoch's checkpoint
+    (fashion_tf.checkpoints: every weights file is written where it fits, under a temporary name)."""
 
     def __init__(self, run: RunFolder, monitor: str, best: Optional[float]):
         super().__init__()
@@ -30,6 +31,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
             if better:
                 self.best = float(value)
+                save_weights(self.model, self.run.best_weights)
         save_epoch(self.model, self.run, epoch + 1, self.best, self.monitor)
 
 

@@ -15,10 +15,13 @@ import gc
 import json
 import math
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
+
+import numpy as np
 
 from fashion_tf.errors import UserError
 from fashion_tf.fileio import atomic_path, write_json_atomic
@@ -45,22 +48,43 @@ def monitor_mode(monitor: str) -> str:
 def save_epoch(model, run: RunFolder, epoch: int, best: Optional[float], monitor: str) -> None:
     """Weights + optimizer state of `epoch` (1-based), then last.json; older epoch files beyond the newest two go.
 
-    A full disk is one line naming the file, not a traceback; the temporary file is removed and the previous
-    checkpoint stays the one last.json names.
+    A full disk is one line naming the file, not a traceback; the previous checkpoint stays the one last.json
+    names.
     """
-    run.checkpoints.mkdir(parents=True, exist_ok=True)
-    final = run.epoch_weights(epoch)
-    tmp = final.with_name(f".tmp-{final.name}")  # Keras insists on the .weights.h5 suffix
-    try:
-        write_or_fail(final, lambda: model.save_weights(tmp, overwrite=True))
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    state = {"epoch": epoch, "iterations": int(model.optimizer.iterations.numpy()), "weights": final.name,
+    save_weights(model, run.epoch_weights(epoch))
+    state = {"epoch": epoch, "iterations": int(model.optimizer.iterations.numpy()), "weights": run.epoch_weights(epoch).name,
              "best": best, "monitor": monitor}
     write_or_fail(run.last_checkpoint, lambda: write_json_atomic(run.last_checkpoint, state))
     for old in run.epoch_weight_files()[:-KEEP_EPOCH_CHECKPOINTS]:
         old.unlink(missing_ok=True)
+
+
+def save_weights(model, path: Path) -> None:
+    """model.save_weights(path) (weights and optimizer state) under a temporary name, renamed when complete.
+
+    The room it needs is checked first: HDF5 cannot close a file whose write failed for lack of space, and
+    crashes the process when it tries again at exit, so a checkpoint is only started where it fits.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needed = weights_file_bytes(model)
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise UserError(f"{path}: cannot write ({needed / 2**20:.1f} MB needed, {free / 2**20:.1f} MB free on its disk); "
+                        "free space and re-run with --resume to continue from the last complete checkpoint")
+    tmp = path.with_name(f".tmp-{path.name}")  # Keras insists on the .weights.h5 suffix
+    try:
+        write_or_fail(path, lambda: model.save_weights(tmp, overwrite=True))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def weights_file_bytes(model) -> int:
+    """A safe upper bound of a weights file's size: every variable of the model and its optimizer, plus HDF5's
+    own few kilobytes per variable."""
+    variables = list(model.weights) + list(getattr(model.optimizer, "variables", []) or [])
+    data = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
+    return int(data * 1.05) + 8192 * len(variables) + (64 << 10)
 
 
 def write_or_fail(path: Path, write: Callable[[], T]) -> T:

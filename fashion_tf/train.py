@@ -291,19 +291,13 @@ def fit_phases(cfg: Config, plan: Plan, session: Session, model, compile_for, st
 
 
 def run_callbacks(cfg: Config, run: RunFolder, append: bool, checkpoint) -> list:
-    """History, the best weights and the epoch checkpoint (history first: a kill between the two leaves an extra
-    history row, which --resume trims), and TensorBoard when it is installed."""
+    """History, then the checkpoints (history first: a kill between the two leaves an extra history row, which
+    --resume trims), and TensorBoard when it is installed."""
     import importlib.util
 
     import keras
 
-    callbacks = [
-        keras.callbacks.CSVLogger(run.history, append=append),
-        keras.callbacks.ModelCheckpoint(run.best_weights, monitor=cfg.train.monitor, mode=monitor_mode(cfg.train.monitor),
-                                        save_best_only=True, save_weights_only=True,
-                                        initial_value_threshold=checkpoint.best),
-        checkpoint,
-    ]
+    callbacks = [keras.callbacks.CSVLogger(run.history, append=append), checkpoint]
     if importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(keras.callbacks.TensorBoard(run.tensorboard, write_graph=False, profile_batch=0))
     return callbacks

@@ -45,10 +45,10 @@ def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 256 KiB tmpfs: a real full disk (mounting needs root; elsewhere the test skips)."""
+    """A 1 MiB tmpfs: a real full disk (mounting needs root; elsewhere the test skips)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
                                            capture_output=True).returncode != 0:
         pytest.skip("mounting a small tmpfs needs root")
     yield mount

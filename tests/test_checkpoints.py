@@ -68,10 +68,10 @@ def test_a_truncated_weights_file_falls_back_to_the_older_one_then_fails_in_one_
 def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(small_disk, capfd):
     run = RunFolder(small_disk / "run")
     save_epoch(tiny_model(), run, 1, best=None, monitor="val_loss")
-    big = keras.Sequential([keras.Input((256,)), keras.layers.Dense(512), keras.layers.Dense(2)])
+    big = keras.Sequential([keras.Input((512,)), keras.layers.Dense(512), keras.layers.Dense(2)])
     big.compile("adam", "mse")
-    big.fit(np.ones((2, 256)), np.ones((2, 2)), verbose=0)  # ~1.5 MB with its optimizer state
-    with pytest.raises(UserError, match=r"epoch-0002.weights.h5: cannot write \(No space left on device\).*--resume"):
+    big.fit(np.ones((2, 512)), np.ones((2, 2)), verbose=0)  # ~3 MB with its optimizer state
+    with pytest.raises(UserError, match=r"epoch-0002.weights.h5: cannot write \(3.\d MB needed, \d.\d MB free on its disk\).*--resume"):
         save_epoch(big, run, 2, best=None, monitor="val_loss")
     assert json.loads(run.last_checkpoint.read_text())["epoch"] == 1
     assert sorted(p.name for p in run.checkpoints.iterdir()) == ["epoch-0001.weights.h5", "last.json"]

@@ -425,7 +425,7 @@ def test_overwrite_keeps_the_earlier_run_aside_until_the_new_one_has_its_model(f
 def test_a_full_disk_during_training_is_one_line(shards, small_disk, capsys):
     err = one_line_error(capsys, cli_args(shards, small_disk / "run", train__epochs=2, train__steps_per_epoch=1,
                                           model__width=16))
-    assert "cannot write (No space left on device)" in err and "--resume" in err
+    assert "cannot write (" in err and "--resume" in err
 
 
 def test_bad_input_is_one_line_before_anything_is_written(shards, tmp_path, capsys):
