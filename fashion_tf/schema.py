@@ -66,8 +66,12 @@ def _encoded_entry_head(length: int) -> bytes:
 
 
 def _varint(value: int) -> bytes:
-    if 0 <= value < 0x80:
-        return _SMALL_VARINTS[value]
+    if 0 <= value < _TABLE_SIZE:
+        return _VARINTS[value]
+    return _encode_varint(value)
+
+
+def _encode_varint(value: int) -> bytes:
     value &= (1 << 64) - 1  # a negative int64 takes ten bytes, as in protobuf
     out = bytearray()
     while value > 0x7F:
@@ -95,7 +99,8 @@ def _int64_feature(values: Sequence[int]) -> bytes:
     return b"\x1a" + _varint(len(inner)) + inner
 
 
-_SMALL_VARINTS = [bytes([value]) for value in range(0x80)]
+_TABLE_SIZE = 1 << 14  # every length of a small field and most image dimensions: two bytes at most
+_VARINTS = [_encode_varint(value) for value in range(_TABLE_SIZE)]
 _KEY_FIELDS = {key: b"\x0a" + _varint(len(key.encode())) + key.encode() for key in FEATURE_NAMES}
 
 

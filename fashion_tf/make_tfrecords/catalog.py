@@ -52,11 +52,14 @@ def build_catalog(loaded: LoadedInput, source_name: str) -> tuple[Catalog, Skipp
     skipped.merge(loaded.pre_skipped)
     index_dtype = np.int16 if len(loaded.label_map) < 2**15 else np.int32
     seen: set[str] = set()
+    known: dict[tuple, np.ndarray] = {}  # label id tuples repeat a lot: resolve each one once (shared, read-only)
     for record in loaded.records:
-        try:
-            indices = loaded.label_map.indices(record.label_ids).astype(index_dtype)
-        except UserError as err:
-            raise UserError(f"{source_name}: image {record.image_id}: {err}") from None
+        indices = known.get(record.label_ids)
+        if indices is None:
+            try:
+                indices = known[record.label_ids] = loaded.label_map.indices(record.label_ids).astype(index_dtype)
+            except UserError as err:
+                raise UserError(f"{source_name}: image {record.image_id}: {err}") from None
         if record.image_id in seen:
             skipped.add("duplicate_id", record.image_id)
             continue
@@ -69,5 +72,5 @@ def build_catalog(loaded: LoadedInput, source_name: str) -> tuple[Catalog, Skipp
         except OSError as err:
             skipped.add("missing_file", record.image_id, f"{record.path} ({err.strerror})")
             continue
-        catalog.add(record.image_id, os.fspath(record.path), size, indices)
+        catalog.add(record.image_id, record.path, size, indices)
     return catalog.in_id_order(), skipped

@@ -28,7 +28,7 @@ DEFAULT_EXCLUDED_COLUMNS = ("id", "year", "productdisplayname")
 @dataclass
 class RawRecord:
     image_id: str
-    path: Path | None  # None: no image file found
+    path: str | None  # the image file; None: none found
     label_ids: tuple[str, ...]
 
 
@@ -83,9 +83,9 @@ class ImageIndex:
                 if current is None or _suffix_rank(entry.name) < _suffix_rank(current):
                     self._by_stem[stem] = entry.name
 
-    def find(self, image_id: str) -> Path | None:
+    def find(self, image_id: str) -> str | None:
         name = self._by_stem.get(image_id)
-        return self.folder / name if name else None
+        return os.path.join(self.folder, name) if name else None
 
 
 def _suffix_rank(name: str) -> int:
@@ -113,13 +113,14 @@ def _read_manifest(path: Path) -> tuple[list[RawRecord], Skipped]:
     if manifest.torn_lines:
         skipped.add("torn_manifest_line", manifest.path.name, f"{manifest.torn_lines} lines not valid JSON",
                     count=manifest.torn_lines)
+    folder = os.fspath(manifest.path.parent)
     for image_id, entry in manifest.entries.items():
         if entry.status != OK:
             skipped.add("download_failed", image_id, str(entry.status))
             continue
         if not entry.path:
             raise UserError(f"{manifest.path}: line {entry.line}: image {image_id}: status ok but no \"path\"")
-        records.append(RawRecord(image_id, manifest.path.parent / entry.path, entry.labels))
+        records.append(RawRecord(image_id, os.path.join(folder, entry.path), entry.labels))
     return records, skipped
 
 
@@ -205,7 +206,7 @@ def _read_class_folders(path: Path) -> tuple[list[RawRecord], LabelMap]:
     for class_name in classes:
         for file in sorted((path / class_name).iterdir()):
             if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
-                records.append(RawRecord(f"{class_name}/{file.stem}", file, (class_name,)))
+                records.append(RawRecord(f"{class_name}/{file.stem}", os.fspath(file), (class_name,)))
     if not records:
         raise UserError(f"{path}: class folders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return records, LabelMap.from_ids(classes, group="class")

@@ -7,10 +7,12 @@ import contextlib
 import errno
 import hashlib
 import io
+import multiprocessing
 import os
+import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -145,35 +147,69 @@ def write_shard(target: ShardTarget, job: ShardJob, progress: Progress = _no_pro
 
 
 def write_shards(target: ShardTarget, jobs: Sequence[ShardJob], workers: int) -> tuple[list[dict], dict]:
-    """Write `jobs` in `workers` threads (file reads and writes, sha256 and crc32c release the GIL); return their
-    receipts and write statistics. The first failure stops the rest: pending shards are not started."""
+    """Write `jobs` in `workers` processes (one shard each at a time; in this process when workers is 1); return
+    their receipts and write statistics. The first failure stops the rest: pending shards are not started.
+
+    Processes, not threads: serializing records is Python, and threads of one process share one core for it.
+    """
     from tqdm import tqdm
 
-    lock = threading.Lock()
-    totals = {"images": 0, "bytes": 0}
-    bar = tqdm(total=sum(len(job) for job in jobs), unit="img", desc="writing shards", disable=None, smoothing=0.1)
-
-    def progress(images: int, nbytes: int) -> None:
-        with lock:
-            totals["images"] += images
-            totals["bytes"] += nbytes
-            bar.update(images)
-
+    context = _process_context()
+    images, nbytes = context.Value("q", 0), context.Value("q", 0)
     started = time.perf_counter()
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="shard")
+    pool = _shard_pool(workers, context, images, nbytes)
+    bar = tqdm(total=sum(len(job) for job in jobs), unit="img", desc="writing shards", disable=None, smoothing=0.1)
     try:
-        futures = [pool.submit(write_shard, target, job, progress) for job in jobs]
-        receipts = [future.result() for future in as_completed(futures)]
+        futures = [pool.submit(_write_counted, target, job) for job in jobs]
+        receipts = []
+        while len(receipts) < len(futures):
+            wait([f for f in futures if not f.done()] or futures, timeout=0.5, return_when=FIRST_COMPLETED)
+            receipts = [f.result() for f in futures if f.done()]  # raises the first failure
+            bar.update(images.value - bar.n)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     stats = {
         "shards_written": len(receipts),
         "seconds": time.perf_counter() - started,
-        "image_bytes_written": totals["bytes"],
+        "image_bytes_written": nbytes.value,
         "shard_bytes_written": sum(receipt["num_bytes"] for receipt in receipts),
     }
     return receipts, stats
+
+
+_counters: tuple | None = None  # (images, bytes) shared with the parent, in each writer process
+
+
+def _process_context():
+    """fork where it is safe (Linux, no other thread: nothing half-held is copied), else spawn."""
+    method = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
+    return multiprocessing.get_context(method)
+
+
+def _shard_pool(workers: int, context, images, nbytes):
+    if workers <= 1:
+        _share_counters(images, nbytes)
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_share_counters,
+                               initargs=(images, nbytes))
+
+
+def _share_counters(images, nbytes) -> None:
+    global _counters
+    _counters = (images, nbytes)
+
+
+def _count(images: int, nbytes: int) -> None:
+    shared_images, shared_bytes = _counters
+    with shared_images.get_lock():
+        shared_images.value += images
+    with shared_bytes.get_lock():
+        shared_bytes.value += nbytes
+
+
+def _write_counted(target: ShardTarget, job: ShardJob) -> dict:
+    return write_shard(target, job, _count)
 
 
 def disk_full_reason(err: BaseException) -> str | None:
