@@ -70,6 +70,16 @@ class Plan:
 
 
 @dataclass
+class Trainee:
+    """The model and what trains it, built before the run folder is touched."""
+
+    model: Any
+    loss: Any
+    optimizer: Any
+    keep_bn_frozen: bool  # a pretrained backbone's BatchNorm stays in inference mode when fine-tuned
+
+
+@dataclass
 class Session:
     """What training runs on: the strategy, this worker's role and run folder, the precision policy."""
 
@@ -91,20 +101,19 @@ def train(options: Options) -> dict:
     run = session.run  # the chief's run folder, or this worker's own
     run.check_can_start(options.resume, options.overwrite)  # nothing written yet
     plan = make_plan(cfg, shards, session)
-    model, loss, optimizer, keep_bn_frozen = build_model_and_optimizer(cfg, shards, plan, session)
+    trainee = build_trainee(cfg, shards, plan, session)
     candidates = resume_candidates(run, cfg.train.monitor) if options.resume else []
     if options.resume and not candidates:
         print(f"--resume: no checkpoint in {run.checkpoints}; starting from epoch 0", flush=True)
     run.begin(options.resume, options.overwrite)  # the first change on disk
-    return write_or_fail(run.root, lambda: run_training(cfg, plan, session, shards, model, loss, optimizer,
-                                                        keep_bn_frozen, candidates, options))
+    return write_or_fail(run.root, lambda: run_training(cfg, plan, session, shards, trainee, candidates, options))
 
 
-def run_training(cfg: Config, plan: Plan, session: Session, shards: ShardFolder, model, loss, optimizer,
-                 keep_bn_frozen: bool, candidates, options: Options) -> dict:
-    run = session.run
-    compile_for = make_compiler(cfg, plan, session, model, loss, optimizer, keep_bn_frozen)
-    start_epoch, best = resume_from(candidates, cfg, plan, model, optimizer, compile_for, run)
+def run_training(cfg: Config, plan: Plan, session: Session, shards: ShardFolder, trainee: Trainee, candidates,
+                 options: Options) -> dict:
+    run, model = session.run, trainee.model
+    compile_for = make_compiler(cfg, plan, session, trainee)
+    start_epoch, best = resume_from(candidates, cfg, plan, trainee, compile_for, run)
     if session.role.is_chief:
         save_config(cfg, run.config)
         shutil.copyfile(shards.label_map_path, run.label_map)
@@ -161,9 +170,9 @@ def make_plan(cfg: Config, shards: ShardFolder, session: Session) -> Plan:
     )
 
 
-def build_model_and_optimizer(cfg: Config, shards: ShardFolder, plan: Plan, session: Session):
-    """(model, loss, optimizer, keep_bn_frozen), every part built: a bad backbone, weights file or group name
-    fails here, before the run folder is touched."""
+def build_trainee(cfg: Config, shards: ShardFolder, plan: Plan, session: Session) -> Trainee:
+    """Model, loss and optimizer, every part built: a bad backbone, weights file or group name fails here, before
+    the run folder is touched."""
     from fashion_tf.losses import make_group_softmax_loss, make_loss, make_softmax_loss
     from fashion_tf.models import build_model, set_backbone_trainable
     from fashion_tf.optimization import make_optimizer, make_schedule
@@ -187,12 +196,10 @@ def build_model_and_optimizer(cfg: Config, shards: ShardFolder, plan: Plan, sess
         # and step counter persist through the frozen phase, the unfreeze and --resume.
         set_backbone_trainable(model, cfg.train.unfreeze, keep_batchnorm_frozen=False)
         optimizer.build(model.trainable_variables)
-    # BatchNorm of a pretrained backbone stays frozen (inference mode) when fine-tuning after a frozen phase.
-    keep_bn_frozen = cfg.model.weights is not None and plan.freeze_epochs > 0
-    return model, loss, optimizer, keep_bn_frozen
+    return Trainee(model, loss, optimizer, keep_bn_frozen=cfg.model.weights is not None and plan.freeze_epochs > 0)
 
 
-def make_compiler(cfg: Config, plan: Plan, session: Session, model, loss, optimizer, keep_bn_frozen: bool):
+def make_compiler(cfg: Config, plan: Plan, session: Session, trainee: Trainee):
     """compile_for(trainable) -> trainable backbone layers: (re)compiles the model for one phase."""
     from fashion_tf.distribute import multi_worker_workaround
     from fashion_tf.models import set_backbone_trainable
@@ -200,10 +207,11 @@ def make_compiler(cfg: Config, plan: Plan, session: Session, model, loss, optimi
     metrics_weights = auc_label_weights(plan.val_counts, plan.num_labels)
 
     def compile_for(trainable: str) -> int:
+        model = trainee.model
         with session.strategy.scope():
-            layers = set_backbone_trainable(model, trainable, keep_batchnorm_frozen=keep_bn_frozen)
-            model.compile(optimizer=optimizer, loss=loss, metrics=make_metrics(cfg, plan.num_labels, metrics_weights),
-                          jit_compile=cfg.train.xla)
+            layers = set_backbone_trainable(model, trainable, keep_batchnorm_frozen=trainee.keep_bn_frozen)
+            model.compile(optimizer=trainee.optimizer, loss=trainee.loss, jit_compile=cfg.train.xla,
+                          metrics=make_metrics(cfg, plan.num_labels, metrics_weights))
             if cfg.train.strategy == "multi_worker":
                 multi_worker_workaround(model, cfg.data.image_size, plan.num_labels)
         return layers
@@ -230,17 +238,17 @@ def make_metrics(cfg: Config, num_labels: int, label_weights: Optional[np.ndarra
     ]
 
 
-def resume_from(candidates, cfg: Config, plan: Plan, model, optimizer, compile_for, run: RunFolder):
+def resume_from(candidates, cfg: Config, plan: Plan, trainee: Trainee, compile_for, run: RunFolder):
     """(start epoch, best monitored value so far): 0 and None for a fresh run."""
     if not candidates:
         compile_for("none" if plan.freeze_epochs > 0 else cfg.train.unfreeze)
         return 0, None
     # Compiled before loading: the checkpoint holds the optimizer state, which loads through model.optimizer.
     compile_for("none" if candidates[0].epoch < plan.freeze_epochs else cfg.train.unfreeze)
-    state = load_first_loadable(model, candidates, run)
+    state = load_first_loadable(trainee.model, candidates, run)
     trim_history(run.history, state.epoch)
     print(f"resumed from {state.weights} ({state.source}): epoch {state.epoch}, "
-          f"optimizer step {int(optimizer.iterations.numpy())}", flush=True)
+          f"optimizer step {int(trainee.optimizer.iterations.numpy())}", flush=True)
     return state.epoch, state.best
 
 
