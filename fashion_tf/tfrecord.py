@@ -64,6 +64,12 @@ class RecordWriter:
 
 def read_records(path: str | os.PathLike) -> Iterator[bytes]:
     """Every record of a TFRecord file, each checked against its checksums; CorruptRecord names the offset."""
+    for _, data in records_with_offsets(path):
+        yield data
+
+
+def records_with_offsets(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
+    """(offset of the record's data in the file, data) of every record, checked as read_records does."""
     with open(path, "rb") as handle:
         offset = 0
         while header := handle.read(12):
@@ -78,5 +84,12 @@ def read_records(path: str | os.PathLike) -> Iterator[bytes]:
                 raise CorruptRecord(f"truncated record at byte {offset}")
             if masked_crc32c(data) != _CRC.unpack(footer)[0]:
                 raise CorruptRecord(f"bad data checksum in the record at byte {offset}")
-            yield data
+            yield offset + 12, data
             offset += 16 + length
+
+
+def read_record_at(path: str | os.PathLike, offset: int, length: int) -> bytes:
+    """The data of one record, from records_with_offsets' offset and its length."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)
