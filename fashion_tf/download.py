@@ -51,7 +51,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from PIL import Image, ImageFile
 from tqdm import tqdm
@@ -63,6 +63,7 @@ from fashion_tf.image_guard import DEFAULT_MAX_PIXELS, UnsafeImage, check_image
 from fashion_tf.manifest import (FAILED, IMAGES_DIR, OK, Manifest, ManifestWriter, describe_files, images_dir,
                                  lock_for_writing, manifest_path, read_manifest)
 from fashion_tf.sources import LabelSource, SourceReader, SourceRecord, check_shard_args, shard_of
+from fashion_tf.storage import check_path
 
 DEFAULT_USER_AGENT = "fashion_tf-downloader/0.1 (research image data set download)"
 SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
@@ -414,6 +415,7 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
     The folder is locked for this job (or this --shard-index of it) while it runs: a second run of the same job
     is refused instead of downloading everything again into a duplicated manifest.
     """
+    check_path(output_dir, "--output-dir", "a URL (gs://...) takes --engine beam")
     check_folder_writable(Path(output_dir), "download folder")
     SourceReader(input_path, options.shard_index, options.num_shards)  # a missing or unreadable input: before any write
     with lock_for_writing(output_dir, options.shard_index, options.num_shards):
@@ -437,9 +439,13 @@ def download_share(input_path: str | os.PathLike, output_dir: str | os.PathLike,
 
 
 def fetch_records(records: Iterable[SourceRecord], labels: LabelSource, output_dir: Path, manifest_file: Path,
-                  previous: Manifest, options: Options) -> Summary:
+                  previous: Manifest, options: Options, image_kept: Callable[[str], bool] | None = None) -> Summary:
     """The download loop: each record not already done (per `previous`) fetched, checked, written to
-    output_dir/images, and its row appended to `manifest_file` once its labels are known."""
+    output_dir/images, and its row appended to `manifest_file` once its labels are known.
+
+    An "ok" row of `previous` counts as done when `image_kept(path)` says its image is still there (default:
+    the file exists under output_dir)."""
+    image_kept = image_kept or (lambda relpath: (output_dir / relpath).is_file())
     summary = Summary(bad_manifest_lines=previous.torn_lines)
     previous_rows = previous.entries
     images_dir(output_dir).mkdir(parents=True, exist_ok=True)
@@ -507,7 +513,7 @@ def fetch_records(records: Iterable[SourceRecord], labels: LabelSource, output_d
         for record in records:
             entry = previous_rows.get(record.image_id)
             status, relpath = (entry.status, entry.path) if entry else ("", "")
-            if status == OK and relpath and (output_dir / relpath).is_file():
+            if status == OK and relpath and image_kept(relpath):
                 summary.skipped_ok += 1
                 continue
             if status == FAILED and not options.retry_failed:

@@ -40,8 +40,13 @@ def images_dir(folder: str | os.PathLike) -> Path:
     return Path(folder) / IMAGES_DIR
 
 
+def part_name(index: int, count: int) -> str:
+    """A work shard's manifest part, relative to its download folder."""
+    return f"{PARTS_DIR}/part-{index:05d}-of-{count:05d}.jsonl"
+
+
 def part_path(folder: str | os.PathLike, index: int, count: int) -> Path:
-    return Path(folder) / PARTS_DIR / f"part-{index:05d}-of-{count:05d}.jsonl"
+    return Path(folder) / part_name(index, count)
 
 
 def manifest_files(folder: str | os.PathLike) -> list[Path]:

@@ -58,12 +58,12 @@ def test_the_pipeline_gives_the_local_engines_rows_and_images(site, tmp_path, ru
     summary = beam_download(source, tmp_path / "beam", FAST, runner, records_per_shard=7)
     assert outcome(tmp_path / "beam") == outcome(tmp_path / "local")
     assert (summary.ok, summary.failed, dict(summary.failures)) == (local.ok, local.failed, dict(local.failures))
-    work = WorkFolder(tmp_path / "beam")
-    markers = sorted(work.root.glob("done/*.json"))
+    work = WorkFolder(str(tmp_path / "beam"))
+    markers = sorted(Path(work.done_folder()).glob("*.json"))
     assert len(markers) == 5  # 30 records, about 7 a shard
     if runner == TWO_WORKER_PROCESSES:  # in-process, the DoFn shares the test process and what it imported
         assert not any(json.loads(marker.read_text())["tensorflow_loaded"] for marker in markers)
-    assert sum(len(read_work_list(path)) for path in work.root.glob("lists/*.jsonl")) == len(FAULT_MIX)
+    assert sum(len(read_work_list(work, path.stem)) for path in Path(work.root, "lists").glob("*.jsonl")) == len(FAULT_MIX)
     again = beam_download(source, tmp_path / "beam", FAST, runner, records_per_shard=7)
     assert (again.ok, again.failed, again.skipped_ok, again.skipped_failed) == (0, 0, local.ok, local.failed)
 
@@ -72,10 +72,10 @@ def test_a_half_done_work_shard_is_finished_from_its_manifest_part(site, tmp_pat
     entries = [(f"g{i}", f"good{i % 8}.jpg") for i in range(12)]
     source = write_input(tmp_path / "train.json", site, entries)
     out = tmp_path / "out"
-    work = WorkFolder(out)
+    work = WorkFolder(str(out))
     (name,) = plan_work(source, work, records_per_shard=100)
-    records = read_work_list(work.list_path(name))
-    part = work.manifest_part(name)
+    records = read_work_list(work, name)
+    part = Path(work.manifest_part(name))
     fetch_records(records[:5], LabelsInRecords(), out, part, read_manifest(part), FAST)  # a worker died after 5
     site.reset()
     summary = beam_download(source, out, FAST, IN_PROCESS, records_per_shard=100)
@@ -133,3 +133,31 @@ def test_another_input_into_the_same_folder_and_bad_options_are_refused(site, tm
         code = run_cli(main, ["--input", str(first), "--output-dir", str(tmp_path / "other"), "--no-progress", *argv])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_a_url_output_gets_the_same_rows_and_images_and_a_rerun_redoes_an_unfinished_shard(site, tmp_path):
+    """--output-dir a URL of a Beam file system (here an object store under tmp_path, fttest://): workers stage
+    their shard locally and put images, manifest part and done marker in place; a shard without its done
+    marker is redone, skipping what its part says is done."""
+    from object_store import rooted
+
+    from fashion_tf import storage
+
+    source = write_input(tmp_path / "train.json", site, FAULT_MIX)
+    local = download(source, tmp_path / "local", FAST)
+    site.reset()
+    url = storage.join(rooted(tmp_path / "store"), "imat")
+    summary = beam_download(source, url, FAST, IN_PROCESS, records_per_shard=7)
+    assert (summary.ok, summary.failed) == (local.ok, local.failed)
+    store = tmp_path / "store" / "bucket" / "imat"
+    assert outcome(store) == outcome(tmp_path / "local")
+    work = WorkFolder(url)
+    unfinished = sorted(storage.names(work.done_folder()))[0]
+    (Path(work.done_folder().replace("fttest://", str(tmp_path / "store") + "/")) / unfinished).unlink()
+    site.reset()
+    again = beam_download(source, url, FAST, IN_PROCESS, records_per_shard=7)
+    redone = json.loads(storage.read_bytes(work.done_path(unfinished.removesuffix(".json"))))
+    assert redone["ok"] == 0 and redone["skipped_ok"] + redone["skipped_failed"] > 0  # its part said all was done
+    assert sum(site.request_count(f"/good{i}.jpg") for i in range(8)) == 0
+    assert (again.skipped_ok, again.skipped_failed) == (local.ok, local.failed)
+    assert outcome(store) == outcome(tmp_path / "local")

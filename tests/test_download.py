@@ -486,7 +486,7 @@ def test_a_job_where_every_image_failed_does_not_exit_0(site, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["output_is_a_file", "output_under_a_file", "workers_0", "quality_0", "limit_negative",
-                                  "missing_input", "empty_input"])
+                                  "missing_input", "empty_input", "url_without_beam"])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
     source = tmp_path / "a.csv"
     source.write_text("1,http://127.0.0.1:9/x.jpg\n")
@@ -495,7 +495,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
     out = tmp_path / "out"
     args = {"output_is_a_file": ["--output-dir", blocker], "output_under_a_file": ["--output-dir", blocker / "sub"],
             "workers_0": ["--workers", "0"], "quality_0": ["--quality", "0"], "limit_negative": ["--limit", "-1"],
-            "missing_input": ["--input", tmp_path / "absent.json"], "empty_input": ["--input", tmp_path / "empty.json"]}[case]
+            "missing_input": ["--input", tmp_path / "absent.json"], "empty_input": ["--input", tmp_path / "empty.json"],
+            "url_without_beam": ["--output-dir", "gs://bucket/imat"]}[case]
     (tmp_path / "empty.json").write_text("")
     argv = ["--input", source, "--output-dir", out, "--no-progress"] + args
     result = run_tool(*argv)

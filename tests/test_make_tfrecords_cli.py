@@ -92,6 +92,10 @@ CASES = [  # (id, argv from paths, part of the message)
                                     p.out], "images folder not found"),
     ("broken JSON", lambda p: ["--input", p.root / "broken.json", "--images", images_dir(p.root / "dl"),
                                "--output-dir", p.out], "broken.json"),
+    ("a URL for the output", lambda p: dl(p) + ["--output-dir", p.out, "--output-dir", "gs://bucket/shards"],
+     "must be a file system path"),
+    ("a URL for the input", lambda p: ["--input", "gs://bucket/imat", "--output-dir", p.out],
+     "copy it to a disk the writers see first"),
 ]
 
 
@@ -100,7 +104,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(inputs, tmp_path, caps
     out = tmp_path / "out"
     shutil.copytree(inputs / "earlier", out)  # an earlier output that a failing command must leave as it is
     args = argv(SimpleNamespace(root=inputs, out=out))
-    target = args[args.index("--output-dir") + 1]
+    target = args[args.index("--output-dir") + 1]  # the first one: the folder a command must not touch
     before = tree(target)
     assert message in one_line_error(capsys, args)
     assert tree(target) == before

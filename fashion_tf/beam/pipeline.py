@@ -8,7 +8,6 @@ marker last, so a rerun of a killed or failed job redoes only unfinished units.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import threading
 from typing import Callable, Sequence
@@ -44,15 +43,6 @@ def import_beam():
     finally:
         root.setLevel(level)
     return apache_beam
-
-
-def check_shared_path(path, what: str) -> None:
-    """The engine reads and writes `path` with file system calls on the driver and on every worker: it must be a
-    path they all see (a local disk for the DirectRunner, a shared file system for a cluster), not a URL."""
-    text = str(path)
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", text):
-        raise UserError(f"{text}: the {what} must be a file system path that the driver and every worker see "
-                        "(e.g. a shared file system mounted on the workers); URLs such as gs:// are not supported yet")
 
 
 def pipeline_options(beam_args: Sequence[str]):

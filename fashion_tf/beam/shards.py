@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from fashion_tf.beam.pipeline import check_shared_path, import_beam, run_units
+from fashion_tf.beam.pipeline import import_beam, run_units
 from fashion_tf.errors import UserError
 from fashion_tf.make_tfrecords import Options, ShardTarget, finalize, prepare, write_shard
 from fashion_tf.make_tfrecords.plan import read_job, write_job
@@ -39,7 +39,6 @@ class WriteShard(beam.DoFn):
 
 def make_tfrecords(options: Options, beam_args: Sequence[str]) -> dict:
     """The whole stage on the runner `beam_args` name; returns shard_info.json's content plus a "summary"."""
-    check_shared_path(options.output_dir, "--output-dir")
     started = time.perf_counter()
     with prepare(options) as plan:
         folder = plan.folder

@@ -6,8 +6,9 @@
     DIR/manifest.parts/part-NNNNN-of-NNNNN.jsonl     the shard's manifest rows (fashion_tf.manifest)
 
 A record belongs to work shard crc32(image_id) % S (fashion_tf.sources.shard_of), S chosen so a shard holds about
-`records_per_shard` records. The lists are written once by the driver, atomically, then the plan; a rerun with
-the same input reuses them, and one with another input is refused.
+`records_per_shard` records. The lists are written once by the driver, whole, then the plan; a rerun with the
+same input reuses them, and one with another input is refused. DIR is a local (or shared) path or a URL that
+Apache Beam's file systems know (gs://...): paths here are strings, read and written through fashion_tf.storage.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from fashion_tf import storage
 from fashion_tf.errors import UserError
-from fashion_tf.fileio import temp_path_for, write_json_atomic
-from fashion_tf.manifest import part_path
+from fashion_tf.manifest import part_name
 from fashion_tf.sources import SourceReader, SourceRecord, shard_of
 
 PLAN_VERSION = 1
@@ -30,28 +32,33 @@ PLAN_VERSION = 1
 
 @dataclass(frozen=True)
 class WorkFolder:
-    download_dir: Path
+    download_dir: str
 
     @property
-    def root(self) -> Path:
-        return Path(self.download_dir) / ".work"
+    def root(self) -> str:
+        return storage.join(self.download_dir, ".work")
 
     @property
-    def plan_path(self) -> Path:
-        return self.root / "plan.json"
+    def plan_path(self) -> str:
+        return storage.join(self.root, "plan.json")
 
-    def list_path(self, name: str) -> Path:
-        return self.root / "lists" / f"{name}.jsonl"
+    def list_path(self, name: str) -> str:
+        return storage.join(self.root, "lists", f"{name}.jsonl")
 
-    def done_path(self, name: str) -> Path:
-        return self.root / "done" / f"{name}.json"
+    def done_folder(self) -> str:
+        return storage.join(self.root, "done")
 
-    def manifest_part(self, name: str) -> Path:
-        index, count = parse_name(name)
-        return part_path(self.download_dir, index, count)
+    def done_path(self, name: str) -> str:
+        return storage.join(self.done_folder(), f"{name}.json")
+
+    def manifest_part(self, name: str) -> str:
+        return storage.join(self.download_dir, part_name(*parse_name(name)))
+
+    def image_path(self, relpath: str) -> str:
+        return storage.join(self.download_dir, relpath)
 
     def is_done(self, name: str) -> bool:
-        return self.done_path(name).is_file()
+        return storage.exists(self.done_path(name))
 
 
 def unit_name(index: int, count: int) -> str:
@@ -83,8 +90,9 @@ def plan_work(input_path: Path, work: WorkFolder, records_per_shard: int, limit:
     count = sum(1 for _ in _records(input_path, limit, with_labels=False))
     shards = max(1, math.ceil(count / records_per_shard))
     written = _write_lists(_records(input_path, limit, with_labels=True), work, shards)
-    write_json_atomic(work.plan_path, {"version": PLAN_VERSION, "input": str(input_path), "fingerprint": fingerprint,
-                                       "records": count, "shards": shards, "records_per_shard": written})
+    plan = {"version": PLAN_VERSION, "input": str(input_path), "fingerprint": fingerprint, "records": count,
+            "shards": shards, "records_per_shard": written}
+    storage.write_bytes(work.plan_path, json.dumps(plan, indent=2).encode())
     return [unit_name(i, shards) for i in range(shards)]
 
 
@@ -95,7 +103,7 @@ def plan_records(work: WorkFolder) -> int | None:
 
 def _read_plan(work: WorkFolder) -> dict | None:
     try:
-        plan = json.loads(work.plan_path.read_text(encoding="utf-8"))
+        plan = json.loads(storage.read_bytes(work.plan_path))
     except (OSError, ValueError):
         return None
     return plan if isinstance(plan, dict) and plan.get("version") == PLAN_VERSION else None
@@ -110,30 +118,26 @@ def _records(input_path: Path, limit: int, with_labels: bool) -> Iterator[Source
 
 
 def _write_lists(records: Iterable[SourceRecord], work: WorkFolder, shards: int) -> list[int]:
-    """Each record appended to its shard's list (all lists open at once: one pass, memory flat); renamed when whole."""
-    finals = [work.list_path(unit_name(i, shards)) for i in range(shards)]
-    finals[0].parent.mkdir(parents=True, exist_ok=True)
-    temps = [temp_path_for(path) for path in finals]
-    handles = [open(path, "w", encoding="utf-8") for path in temps]
+    """Each record appended to its shard's list in a local folder (all lists open at once: one pass, memory flat),
+    then each list put in place whole."""
     counts = [0] * shards
-    try:
-        for record in records:
-            index = shard_of(record.image_id, shards)
-            handles[index].write(json.dumps({"id": record.image_id, "urls": list(record.urls),
-                                             "labels": list(record.labels)}, ensure_ascii=False) + "\n")
-            counts[index] += 1
-    except BaseException:
-        for handle, temp in zip(handles, temps):
-            handle.close()
-            temp.unlink(missing_ok=True)
-        raise
-    for handle, temp, final in zip(handles, temps, finals):
-        handle.close()
-        os.replace(temp, final)
+    with tempfile.TemporaryDirectory(prefix="fashion_tf-work-lists-") as staging:
+        locals_ = [os.path.join(staging, f"{unit_name(i, shards)}.jsonl") for i in range(shards)]
+        handles = [open(path, "w", encoding="utf-8") for path in locals_]
+        try:
+            for record in records:
+                index = shard_of(record.image_id, shards)
+                handles[index].write(json.dumps({"id": record.image_id, "urls": list(record.urls),
+                                                 "labels": list(record.labels)}, ensure_ascii=False) + "\n")
+                counts[index] += 1
+        finally:
+            for handle in handles:
+                handle.close()
+        for index, path in enumerate(locals_):
+            storage.upload(path, work.list_path(unit_name(index, shards)))
     return counts
 
 
-def read_work_list(path: Path) -> list[SourceRecord]:
-    with open(path, encoding="utf-8") as handle:
-        return [SourceRecord(row["id"], tuple(row["urls"]), tuple(row["labels"]))
-                for row in map(json.loads, handle)]
+def read_work_list(work: WorkFolder, name: str) -> list[SourceRecord]:
+    rows = storage.read_bytes(work.list_path(name)).decode("utf-8").splitlines()
+    return [SourceRecord(row["id"], tuple(row["urls"]), tuple(row["labels"])) for row in map(json.loads, rows)]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fashion_tf.errors import UserError
 from fashion_tf.fileio import check_folder_writable
+from fashion_tf.storage import check_path
 from fashion_tf.image_guard import DEFAULT_MAX_PIXELS
 
 
@@ -62,6 +63,11 @@ class Options:
             raise UserError("--max-pixels must be >= 1")
         if self.groups is not None and not [g for g in self.groups if g.strip()]:
             raise UserError("--groups is empty")
+        instead = ("copy it to a disk the writers see first (gsutil -m cp -r ...), or mount it (a shared file system, "
+                   "GCS through FUSE)")
+        for path, what in ((self.input, "--input"), (self.images, "--images"), (self.output_dir, "--output-dir")):
+            if path is not None:
+                check_path(path, what, instead)
         check_folder_writable(self.output_dir, "TFRecord output folder")
 
     @property
