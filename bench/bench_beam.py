@@ -1,14 +1,15 @@
 """The Beam engine against the local engine on this machine, side by side in one run, for download and sharding;
 and make_tfrecords against a plain copy of the same files.
 
-    python bench/bench_beam.py [--images 50000] [--shard-images 100000] [--repeat 2] [--skip download,shards,copy]
+    python bench/bench_beam.py [--download-images 50000] [--shard-images 50000] [--copy-images 100000] [--repeat 2]
+                               [--skip download,shards,copy]
 
-1. download: --images image ids whose URLs point (through a query string) at the 7,168 real images served on
-   127.0.0.1 by fashion_tf.testserver; tools/download_images.py with --processes 2 --workers 16, against
+1. download: --download-images image ids whose URLs point (through a query string) at the 7,168 real images
+   served on 127.0.0.1 by fashion_tf.testserver; tools/download_images.py with --processes 2 --workers 16, against
    --engine beam on the DirectRunner with 2 worker processes and --workers 8 each; outputs on a RAM file system.
-2. shards: make_tfrecords of a --images download folder (a manifest whose ids cycle through the real images)
-   with --workers 2, against --engine beam on the DirectRunner with 2 worker processes.
-3. copy: make_tfrecords of --shard-images images (whole command: process start, imports, split, writing)
+2. shards: make_tfrecords of a --shard-images download folder (a manifest whose ids cycle through the real
+   images) with --workers 2, against --engine beam on the DirectRunner with 2 worker processes.
+3. copy: make_tfrecords of --copy-images images (whole command: process start, imports, split, writing)
    against a plain copy of the same files (shutil.copyfile of each, one after another), and its peak memory.
 The engines alternate, --repeat times. Ratios are throughputs (the local engine's or the copy's time divided by
 the other's). Results: bench/results/beam.json and beam.md (printed too).
@@ -192,8 +193,9 @@ def markdown(results: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--images", type=int, default=50_000, help="images of the download and sharding comparisons")
-    parser.add_argument("--shard-images", type=int, default=100_000, help="images of the make_tfrecords vs copy run")
+    parser.add_argument("--download-images", type=int, default=50_000, help="images of the download comparison")
+    parser.add_argument("--shard-images", type=int, default=50_000, help="images of the sharding comparison")
+    parser.add_argument("--copy-images", type=int, default=100_000, help="images of the make_tfrecords vs copy run")
     parser.add_argument("--repeat", type=int, default=2, help="rounds, engines alternating")
     parser.add_argument("--skip", default="", help="comma list of download, shards, copy")
     args = parser.parse_args(argv)
@@ -207,11 +209,11 @@ def main(argv=None) -> int:
     results = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "repeat": args.repeat}
     try:
         if "download" not in skip:
-            results["download"] = bench_download(work, outputs, args.images, args.repeat)
+            results["download"] = bench_download(work, outputs, args.download_images, args.repeat)
         if "shards" not in skip:
-            results["shards"] = bench_shards(work, outputs, args.images, args.repeat)
+            results["shards"] = bench_shards(work, outputs, args.shard_images, args.repeat)
         if "copy" not in skip:
-            results["copy"] = bench_copy(work, outputs, args.shard_images, args.repeat)
+            results["copy"] = bench_copy(work, outputs, args.copy_images, args.repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(outputs, ignore_errors=True)
