@@ -26,10 +26,14 @@ setup(
         "Pillow>=10.0",
         "iterative-stratification>=0.1.9",
         "ijson>=3.2",
+        "google-crc32c>=1.5",  # TFRecord checksums for shard writing without TensorFlow (fashion_tf.tfrecord)
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.2"],
+        # --engine beam (download and sharding as Beam pipelines); the tfrecord extra writes TFRecords on workers
+        "beam": ["apache-beam[tfrecord]>=2.60"],
         "gpu": ["tensorflow[and-cuda]>=2.16,<2.22"],
+        "app": ["streamlit>=1.40,<2", "selenium>=4.20,<5"],  # fashion_tf.app, and its browser tests
         "sweep": ["optuna>=5.0,<6"],  # python -m fashion_tf.sweep (uses Optuna 5 storage and heartbeat APIs)
     },
 )

@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fashion_tf import schema  # noqa: E402  (TensorFlow-free import: also works in the Model Garden venv)
+from fashion_tf.shard_folder import ShardFolder, shard_names  # noqa: E402
 
 BENCH_DIR = REPO / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -66,7 +67,7 @@ def write_shards_ourselves(out: Path, items, label_map, num_shards: int, image_b
     import tensorflow as tf
 
     out.mkdir(parents=True, exist_ok=True)
-    names = [f"train-{s:05d}-of-{num_shards:05d}.tfrecord" for s in range(num_shards)]
+    names = shard_names("train", num_shards)
     writers = [tf.io.TFRecordWriter(str(out / n)) for n in names]
     lengths, total = [0] * num_shards, 0
     counts = np.zeros(len(label_map), dtype=np.int64)
@@ -82,7 +83,8 @@ def write_shards_ourselves(out: Path, items, label_map, num_shards: int, image_b
         total += len(record)
     for w in writers:
         w.close()
-    label_map.to_json(out / "label_map.json")
+    folder = ShardFolder(out)
+    label_map.to_json(folder.label_map_path)
     info = {
         "num_labels": len(label_map),
         "splits": {
@@ -96,19 +98,18 @@ def write_shards_ourselves(out: Path, items, label_map, num_shards: int, image_b
         },
         "groups": {g: label_map.group_members(g).tolist() for g in label_map.group_names()},
     }
-    (out / "shard_info.json").write_text(json.dumps(info))
+    folder.info_path.write_text(json.dumps(info))
 
 
 def build_shards(source: Path, work: Path) -> tuple[Path, str]:
     """Shards of all real images: tools/make_tfrecords.py when it works, else our small writer."""
-    from fashion_tf.data import dataset_info, num_examples
     from fashion_tf.errors import UserError
     from fashion_tf.labels import LabelMap
 
     out = work / "shards-224"
     items = read_annotations(source)
     try:
-        written = sum(int(split["num_examples"]) for split in dataset_info(out)["splits"].values())
+        written = sum(int(split["num_examples"]) for split in ShardFolder(out).info["splits"].values())
         if written >= len(items) * 0.9:  # make_tfrecords holds some images out as a validation split
             return out, (out / "made_by").read_text().strip() if (out / "made_by").exists() else "cached"
     except UserError:
@@ -122,7 +123,7 @@ def build_shards(source: Path, work: Path) -> tuple[Path, str]:
     made_by = "tools/make_tfrecords.py"
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=900) if tool.exists() else None
-        ok = done is not None and done.returncode == 0 and num_examples(out, "train") > 0
+        ok = done is not None and done.returncode == 0 and ShardFolder(out).num_examples("train") > 0
         why = "missing" if done is None else (done.stderr.strip().splitlines() or ["?"])[-1]
     except (subprocess.TimeoutExpired, UserError) as err:
         ok, why = False, str(err)
@@ -146,7 +147,7 @@ def build_upscaled_shards(source: Path, work: Path) -> Path:
     from fashion_tf.labels import LabelMap
 
     out = work / f"shards-{UPSCALED_SIZE}"
-    if (out / "shard_info.json").exists():
+    if ShardFolder(out).info_path.exists():
         return out
     items = read_annotations(source)[:UPSCALED_COUNT]
     label_map = LabelMap.from_csv(source / "label_map.csv")
@@ -258,7 +259,7 @@ def directory_pipeline(tree: Path, size: int, batch: int):
 def measure_interleaved(factories: dict, seconds: float, rounds: int, warmup: float) -> dict:
     """images/s of each pipeline; each gets `rounds` turns of seconds/rounds, in alternation, fresh iterator each
     turn (warm-up excluded every turn)."""
-    from fashion_tf.data import measure_throughput
+    from fashion_tf.data.benchmark import measure_throughput
 
     totals = {name: [0, 0.0, 0.0] for name in factories}
     for round_index in range(rounds):
@@ -280,9 +281,8 @@ def measure_interleaved(factories: dict, seconds: float, rounds: int, warmup: fl
 
 
 def load_info(shards: Path) -> tuple[list[str], int]:
-    info = json.loads((shards / "shard_info.json").read_text())
-    files = [str(shards / name) for name in info["splits"]["train"]["shards"]]
-    return files, int(info["num_labels"])
+    folder = ShardFolder(shards)
+    return folder.shard_files("train"), folder.num_labels
 
 
 def tfmodels_worker(args) -> int:

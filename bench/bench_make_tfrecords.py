@@ -5,7 +5,8 @@
 Measured side by side in one run, on the same files and the same disk (page cache warm for both):
 1. plain copy: shutil.copyfile of every image into a fresh folder (the goal: writer >= 0.8x its MB/s);
 2. make_tfrecords on train.json + images/ (the same bytes), write phase and whole run, per --workers;
-3. where a writer's time goes, per image (read, Pillow header, sha256, serialize_example, TFRecordWriter);
+3. where a writer's time goes, per image (read, header, sha256, serialize_example, RecordWriter: framing,
+   crc32c and the shard's sha256 for its receipt);
 4. peak RSS of a --big run (a generated manifest that points --big ids at the 7,168 files in turn),
    against the RSS of the 7k run, in subprocesses;
 5. stratification time and peak memory at --strat-rows x 228 labels (synthetic iMaterialist-like skew).
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -33,7 +33,10 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from fashion_tf import schema  # noqa: E402
-from fashion_tf.make_tfrecords import build_parser, make_tfrecords, prepare_image  # noqa: E402
+from fashion_tf.make_tfrecords import Options, make_tfrecords  # noqa: E402
+from fashion_tf.make_tfrecords.writer import prepare_image  # noqa: E402
+from fashion_tf.tfrecord import RecordWriter  # noqa: E402
+from fashion_tf.manifest import IMAGES_DIR, images_dir, manifest_path  # noqa: E402
 
 DATA = Path(os.environ.get("FASHION_PRODUCTS_DIR", REPO.parent / "shared/data/fashion-products"))
 RESULTS = REPO / "bench" / "results"
@@ -51,12 +54,10 @@ def copy_baseline(files: list[Path], dest: Path) -> dict:
 
 
 def writer_run(workers: int, out: Path) -> dict:
-    args = build_parser().parse_args([
-        "--input", str(DATA / "train.json"), "--images", str(DATA / "images"), "--label-map",
-        str(DATA / "label_map.csv"), "--output-dir", str(out), "--workers", str(workers), "--no-tfds",
-    ])
+    options = Options(input=DATA / "train.json", images=DATA / "images", label_map=DATA / "label_map.csv",
+                      output_dir=out, workers=workers, tfds=False)
     started = time.perf_counter()
-    info = make_tfrecords(args)
+    info = make_tfrecords(options)
     total = time.perf_counter() - started
     s = info["summary"]
     return {
@@ -72,8 +73,7 @@ def writer_run(workers: int, out: Path) -> dict:
 
 
 def per_image_costs(files: list[Path]) -> dict:
-    import tensorflow as tf
-
+    """Microseconds per image of each step of the writer, on images already read once (page cache warm)."""
     datas = [f.read_bytes() for f in files]
     costs = {}
 
@@ -84,99 +84,19 @@ def per_image_costs(files: list[Path]) -> dict:
         return result
 
     timed("read_file_us", lambda: [f.read_bytes() for f in files])
-    timed("pillow_header_us", lambda: [prepare_image(d, None) for d in datas])
+    timed("header_check_us", lambda: [prepare_image(d, None) for d in datas])
     digests = timed("sha256_us", lambda: [hashlib.sha256(d).hexdigest() for d in datas])
     examples = timed("serialize_example_us", lambda: [
         schema.serialize_example(d, "jpeg", 224, 224, [3, 40, 90, 120, 150, 160, 165], "10001", h)
         for d, h in zip(datas, digests)])
-    # What-if: the same Example hand-encoded in protobuf wire format (parses to equal features).
-    example = wire_format_example(datas[0], "jpeg", 224, 224, [3, 40, 90, 120, 150, 160, 165], "10001", digests[0])
-    assert tf.train.Example.FromString(example) == tf.train.Example.FromString(examples[0])
-    timed("wire_format_serialize_us_what_if", lambda: [
-        wire_format_example(d, "jpeg", 224, 224, [3, 40, 90, 120, 150, 160, 165], "10001", h)
-        for d, h in zip(datas, digests)])
     with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
         def write():
-            with tf.io.TFRecordWriter(os.path.join(tmp, "x.tfrecord")) as writer:
+            with RecordWriter(Path(tmp) / "x.tfrecord") as writer:  # framing, crc32c, the shard's sha256
                 for example in examples:
                     writer.write(example)
         timed("tfrecord_write_us", write)
     costs["mean_image_kb"] = float(np.mean([len(d) for d in datas]) / 1024)
     return {k: round(v, 1) for k, v in costs.items()}
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    value &= (1 << 64) - 1  # negative int64 as ten bytes, as protobuf does
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def wire_format_example(encoded, image_format, height, width, labels, source_id, sha256) -> bytes:
-    """tf.train.Example bytes built by hand: Features(1) > map entry(1) {key(1), Feature(2)}."""
-    def entry(key: str, feature: bytes) -> bytes:
-        return _field(1, _field(1, key.encode()) + _field(2, feature))
-
-    def bytes_feature(value: bytes) -> bytes:
-        return _field(1, _field(1, value))  # Feature.bytes_list(1) > BytesList.value(1)
-
-    def int64_feature(values) -> bytes:
-        return _field(3, _field(1, b"".join(_varint(int(v)) for v in values)))  # Int64List packed
-
-    features = b"".join([
-        entry(schema.ENCODED, bytes_feature(encoded)), entry(schema.FORMAT, bytes_feature(image_format.encode())),
-        entry(schema.HEIGHT, int64_feature([height])), entry(schema.WIDTH, int64_feature([width])),
-        entry(schema.LABEL, int64_feature(labels)), entry(schema.SOURCE_ID, bytes_feature(source_id.encode())),
-        entry(schema.SHA256, bytes_feature(sha256.encode())),
-    ])
-    return _field(1, features)
-
-
-def gil_release_check(mb: int = 300) -> dict:
-    """Does TFRecordWriter.write release the GIL? One write() of a `mb` MB record in a thread, while the
-    main thread runs Python and notes its longest stall; a GIL-holding call would stall it for the whole
-    call. Control: bytes.count (holds the GIL) of the same buffer. TF's record_io_wrapper.cc wraps write
-    in py::gil_scoped_release; this checks it in practice.
-    """
-    import threading
-
-    import tensorflow as tf
-
-    record = os.urandom(mb * 2**20)
-    took = {}
-    with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
-        def write():
-            with tf.io.TFRecordWriter(os.path.join(tmp, "gil.tfrecord")) as writer:
-                started = time.perf_counter()
-                writer.write(record)
-                took["write"] = time.perf_counter() - started
-
-        def hold():
-            started = time.perf_counter()
-            record.count(b"\x00\x01\x02")
-            took["hold"] = time.perf_counter() - started
-
-        def longest_stall(target) -> float:
-            thread = threading.Thread(target=target)
-            last = time.perf_counter()
-            stall = 0.0
-            thread.start()
-            while thread.is_alive():
-                now = time.perf_counter()
-                stall, last = max(stall, now - last), now
-            return stall
-
-        writer_stall, control_stall = longest_stall(write), longest_stall(hold)
-    return {"write_call_s": round(took["write"], 3), "main_longest_stall_beside_write_s": round(writer_stall, 3),
-            "control_call_s": round(took["hold"], 3), "main_longest_stall_beside_control_s": round(control_stall, 3),
-            "gil_released_by_write": writer_stall < 0.5 * took["write"]}
 
 
 def big_manifest(folder: Path, n: int) -> None:
@@ -185,11 +105,11 @@ def big_manifest(folder: Path, n: int) -> None:
     labels = {a["imageId"]: a["labelId"] for a in train["annotations"]}
     ids = sorted(labels, key=int)
     folder.mkdir(parents=True)
-    (folder / "images").symlink_to(DATA / "images")
-    with open(folder / "manifest.jsonl", "w") as handle:
+    images_dir(folder).symlink_to(DATA / "images")
+    with open(manifest_path(folder), "w") as handle:
         for i in range(n):
             source = ids[i % len(ids)]
-            handle.write(json.dumps({"image_id": f"{i}", "status": "ok", "path": f"images/{source}.jpg",
+            handle.write(json.dumps({"image_id": f"{i}", "status": "ok", "path": f"{IMAGES_DIR}/{source}.jpg",
                                      "labels": labels[source]}) + "\n")
 
 
@@ -199,7 +119,7 @@ PEAK_RSS = "import re; print('PEAK_RSS_KB', re.search(r'VmHWM:\\s+(\\d+)', open(
 def rss_run(argv: list[str]) -> dict:
     """Run the tool in a child that prints its own peak RSS (VmHWM: ru_maxrss would include the forked parent)."""
     code = (f"import sys; sys.argv = ['make_tfrecords.py'] + {argv!r}\n"
-            "from fashion_tf.errors import run_cli\nfrom fashion_tf.make_tfrecords import main\n"
+            "from fashion_tf.errors import run_cli\nfrom fashion_tf.make_tfrecords.cli import main\n"
             f"rc = run_cli(main)\n{PEAK_RSS}\nsys.exit(rc)")
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
@@ -214,7 +134,7 @@ def stratification_cost(rows: int, labels: int = 228, seed: int = 0) -> dict:
     """Time and peak RSS of the split alone, in a child process so the peak is its own."""
     code = f"""
 import json, resource, time, numpy as np
-from fashion_tf.make_tfrecords import stratified_assignment
+from fashion_tf.make_tfrecords.split import stratified_assignment
 rng = np.random.default_rng({seed})
 freq = np.clip(0.35 / np.arange(1, {labels} + 1) ** 0.9, 2e-5, None)  # iMaterialist-like: few common, long tail
 matrix = np.zeros(({rows}, {labels}), dtype=np.uint8)
@@ -255,7 +175,7 @@ def main() -> int:
     results: dict = {"data": str(DATA), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
         tmp = Path(tmp)
-        writer_run(1, tmp / "warmup")  # imports TF and warms the page cache for both contenders
+        writer_run(1, tmp / "warmup")  # warms the page cache for both contenders
         results["copy"] = copy_baseline(files, tmp / "copy")
         results["writer"] = []
         for workers in args.workers:
@@ -265,7 +185,6 @@ def main() -> int:
         for run in results["writer"]:
             run["ratio_to_copy"] = round(run["write_mb_per_s"] / copy_rate, 3)
         results["per_image_costs"] = per_image_costs(files[:2000])
-        results["gil"] = gil_release_check()
         results["rss_7k"] = rss_run(["--input", str(DATA / "train.json"), "--images", str(DATA / "images"),
                                      "--output-dir", str(tmp / "rss7k"), "--workers", "2", "--no-tfds"])
         if args.big:
@@ -285,7 +204,7 @@ def main() -> int:
     for run in results["writer"]:
         lines.append(f"| make_tfrecords write, {run['workers']} workers | {run['write_mb_per_s']:.1f} | "
                      f"{run['write_seconds']:.2f} (whole run {run['whole_run_seconds']:.1f}) | {run['ratio_to_copy']} |")
-    lines += ["", f"per image (µs): {results['per_image_costs']}", "", f"GIL: {results['gil']}", "",
+    lines += ["", f"per image (µs): {results['per_image_costs']}", "",
               f"peak RSS, 7k images: {results['rss_7k']['peak_rss_mb']:.0f} MB"]
     if "rss_big" in results:
         big = results["rss_big"]

@@ -35,8 +35,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fashion_tf import threshold_search as ts  # noqa: E402
 from fashion_tf.fileio import write_bytes_atomic, write_json_atomic  # noqa: E402
+from fashion_tf.run_folder import RunFolder, read_thresholds  # noqa: E402
+from fashion_tf.threshold_search import best_thresholds  # noqa: E402
 
 GRID = np.linspace(0.0, 1.0, 102)[1:-1]  # 100 interior points 0.0099 .. 0.9901
 
@@ -116,12 +117,13 @@ def main() -> int:
 
     out = Path(args.out)
     run_dir = out / "threshold_run"
+    run = RunFolder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     results: dict = {"rows": args.rows, "labels": args.labels, "grid_points": int(GRID.size),
                      "cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg()}
 
     t0 = time.perf_counter()
-    npz = run_dir / "val_predictions.npz"
+    npz = run.val_predictions
     reuse = args.reuse_data and npz.is_file()
     if reuse:
         with np.load(npz) as data:
@@ -133,7 +135,7 @@ def main() -> int:
     results["data_reused"] = bool(reuse)
     support = labels.sum(axis=0, dtype=np.int64)
     results["generate_and_write_s"] = time.perf_counter() - t0
-    results["npz_gb"] = (run_dir / "val_predictions.npz").stat().st_size / 1e9
+    results["npz_gb"] = npz.stat().st_size / 1e9
     results["support_min_median_max"] = [int(support.min()), int(np.median(support)), int(support.max())]
     results["labels_per_image"] = float(support.sum() / args.rows)
     print(f"data: {args.rows} x {args.labels}, {results['labels_per_image']:.2f} labels/image, support "
@@ -143,14 +145,14 @@ def main() -> int:
     cmd_args = ["--run-dir", str(run_dir), "--objective", "macro", "--mode", "per_label", "--min-positives", "1"]
     results["command_macro"] = run_command(cmd_args)
     print(f"whole command (macro): {results['command_macro']['seconds']:.1f} s", flush=True)
-    ours_thresholds = ts.load_thresholds(run_dir / "thresholds.json")
+    ours_thresholds = read_thresholds(run.thresholds)
     results["command_default_micro"] = run_command(["--run-dir", str(run_dir)])
     print(f"whole command (default micro): {results['command_default_micro']['seconds']:.1f} s", flush=True)
 
-    with np.load(run_dir / "val_predictions.npz") as data:
+    with np.load(npz) as data:
         scores, labels = data["scores"], data["labels"]
     t0, c0 = time.perf_counter(), time.process_time()
-    bare_thresholds, _ = ts.best_thresholds(scores, labels, "macro", "per_label", min_positives=1)
+    bare_thresholds, _ = best_thresholds(scores, labels, "macro", "per_label", min_positives=1)
     results["bare_search_macro_s"] = time.perf_counter() - t0
     results["bare_search_macro_cpu_s"] = time.process_time() - c0
     assert np.array_equal(bare_thresholds, ours_thresholds), "command and bare function disagree"

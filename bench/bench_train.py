@@ -37,7 +37,7 @@ def measure(config: str, shards: Path, out: Path, precision: str, xla: bool, siz
         "train.epochs": 1, "train.steps_per_epoch": steps, "train.mixed_precision": precision,
         "train.xla": str(xla).lower(), "train.restore_best": "false",
     }
-    command = [sys.executable, "-m", "fashion_tf.train", "--config", config]
+    command = [sys.executable, "-m", "fashion_tf.train", "--config", config, "--overwrite"]
     for key, value in overrides.items():
         command += ["--override", f"{key}={value}"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -24,6 +24,7 @@ QUICK_ARGS = {
     "data": ["--sizes", "224", "--seconds", "8", "--rounds", "1", "--no-micro"],
     "threshold": ["--rows", "200000"],
     "train": ["--steps", "20", "--rounds", "1"],
+    "beam": ["--download-images", "10000", "--shard-images", "10000", "--copy-images", "20000", "--repeat", "1"],
 }
 
 

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
+from fashion_tf.backbones import BACKBONES
 from fashion_tf.errors import UserError
 from fashion_tf.fileio import write_json_atomic
-
-AUGMENTATIONS = ("crop", "flip", "rotate", "color", "randaugment", "mixup")
 
 
 @dataclass
@@ -203,20 +202,61 @@ def _build(cls: type, data: Any, prefix: str, source: str):
     return cls(**kwargs)
 
 
+MONITORS = ("val_micro_f1", "val_pr_auc", "val_loss", "micro_f1", "pr_auc", "loss")
+
+# Ranges of the numeric keys, known without any data: (key, test, what the test asks for).
+RANGES = (
+    ("data.image_size", lambda v: v > 0, "must be positive"),
+    ("data.batch_size", lambda v: v > 0, "must be positive"),
+    ("data.shuffle_buffer", lambda v: v > 0, "must be positive"),
+    ("data.prefetch", lambda v: v is None or v > 0, "must be positive or null"),
+    ("data.cycle_length", lambda v: v is None or v > 0, "must be positive or null"),
+    ("data.num_parallel_calls", lambda v: v is None or v > 0, "must be positive or null"),
+    ("data.eval_crop_fraction", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    ("data.crop_min_area", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    ("data.rotate_degrees", lambda v: 0 <= v <= 180, "must be in [0, 180]"),
+    ("data.color_jitter", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    ("data.randaugment_ops", lambda v: v >= 0, "must be >= 0"),
+    ("data.randaugment_magnitude", lambda v: 0 <= v <= 30, "must be in [0, 30]"),
+    ("data.mixup_alpha", lambda v: v >= 0, "must be >= 0"),
+    ("data.balance_power", lambda v: v >= 0, "must be >= 0"),
+    ("model.dropout", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    ("model.dense_units", lambda v: v >= 0, "must be >= 0"),
+    ("model.width", lambda v: v > 0, "must be positive"),
+    ("loss.gamma", lambda v: v >= 0, "must be >= 0"),
+    ("loss.gamma_pos", lambda v: v >= 0, "must be >= 0"),
+    ("loss.gamma_neg", lambda v: v >= 0, "must be >= 0"),
+    ("loss.clip", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    ("loss.label_smoothing", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    ("loss.alpha", lambda v: not isinstance(v, float) or 0 <= v <= 1, "must be in [0, 1]"),
+    ("loss.pos_weight", lambda v: not isinstance(v, float) or v > 0, "must be > 0"),
+    ("train.epochs", lambda v: v >= 1, "must be >= 1"),
+    ("train.learning_rate", lambda v: v > 0, "must be > 0"),
+    ("train.base_batch_size", lambda v: v > 0, "must be positive"),
+    ("train.weight_decay", lambda v: v >= 0, "must be >= 0"),
+    ("train.momentum", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    ("train.warmup_epochs", lambda v: v >= 0, "must be >= 0"),
+    ("train.step_epochs", lambda v: v >= 1, "must be >= 1"),
+    ("train.step_factor", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    ("train.freeze_backbone_epochs", lambda v: v >= 0, "must be >= 0"),
+    ("train.fine_tune_lr_factor", lambda v: v > 0, "must be > 0"),
+    ("train.early_stopping_patience", lambda v: v >= 0, "must be >= 0"),
+    ("train.steps_per_epoch", lambda v: v is None or v >= 1, "must be >= 1 or null"),
+)
+
+
 def _validate(config: Config, source: str) -> None:
     for key, allowed in CHOICES.items():
         value = get_value(config, key)
         if value not in allowed:
             raise UserError(f"{source}: {key}: {value!r} is not one of {', '.join(allowed)}")
-    for name in config.data.augment:
-        if name not in AUGMENTATIONS:
-            raise UserError(f"{source}: data.augment: unknown augmentation {name!r} (known: {', '.join(AUGMENTATIONS)})")
-    positive = ("data.image_size", "data.batch_size", "train.base_batch_size")
-    for key in positive:
-        if get_value(config, key) <= 0:
-            raise UserError(f"{source}: {key}: must be positive, got {get_value(config, key)}")
-    if config.train.epochs < 0:
-        raise UserError(f"{source}: train.epochs: must be >= 0, got {config.train.epochs}")
+    from fashion_tf.data.augment import check_names  # imported late: the data package sits above config
+
+    check_names(config.data.augment, f"{source}: data.augment")
+    for key, test, requirement in RANGES:
+        value = get_value(config, key)
+        if not test(value):
+            raise UserError(f"{source}: {key}: {requirement}, got {value!r}")
     for key in ("loss.alpha", "loss.pos_weight"):
         value = get_value(config, key)
         if isinstance(value, str) and value != "inverse_frequency":
@@ -229,6 +269,37 @@ def _validate(config: Config, source: str) -> None:
     unfreeze = config.train.unfreeze
     if unfreeze != "all" and not unfreeze.isdigit():
         raise UserError(f"{source}: train.unfreeze: expected \"all\" or a number of layers, got {unfreeze!r}")
+    if config.train.monitor not in MONITORS:
+        raise UserError(f"{source}: train.monitor: {config.train.monitor!r} is not one of {', '.join(MONITORS)}")
+    check_model_config(config.model, config.data.image_size, source)
+
+
+def check_model_config(model: ModelConfig, image_size: int, source: str) -> None:
+    """The model section against the backbone table (fashion_tf.backbones): name, smallest input, weights."""
+    spec = BACKBONES.get(model.backbone)
+    if spec is None:
+        raise UserError(f"{source}: model.backbone: unknown backbone {model.backbone!r} (known: {', '.join(BACKBONES)})")
+    if image_size < spec.min_size:
+        raise UserError(f"{source}: data.image_size: {model.backbone} needs at least {spec.min_size} px, got {image_size}")
+    if model.weights == "imagenet" and not spec.has_imagenet_weights:
+        raise UserError(f"{source}: model.weights: {model.backbone} has no ImageNet weights; use null or a weights file")
+    if model.weights == "":
+        raise UserError(f"{source}: model.weights: expected \"imagenet\", null or a weights file path, got \"\"")
+    if spec.application is None:
+        check_small_cnn_shape(model.width, model.stages, model.stage_strides, model.stage_blocks, source)
+
+
+def check_small_cnn_shape(width: int, stages, strides, blocks, where: str) -> None:
+    if width < 1:
+        raise UserError(f"{where}: model.width: must be positive, got {width}")
+    if not stages or any(int(m) < 1 for m in stages):
+        raise UserError(f"{where}: model.stages: positive channel multipliers needed, got {list(stages)}")
+    if len(strides) != len(stages) or any(int(s) not in (1, 2) for s in strides):
+        raise UserError(f"{where}: model.stage_strides: one stride (1 or 2) per stage needed, got {list(strides)} "
+                        f"for {len(stages)} stages")
+    if len(blocks) != len(stages) or any(int(b) < 1 for b in blocks):
+        raise UserError(f"{where}: model.stage_blocks: one positive block count per stage needed, got {list(blocks)} "
+                        f"for {len(stages)} stages")
 
 
 # ---- public surface ---------------------------------------------------------------------

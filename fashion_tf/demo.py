@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 from fashion_tf.errors import UserError, run_cli
+from fashion_tf.run_folder import RunFolder
+from fashion_tf.shard_folder import ShardFolder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,11 +58,11 @@ def _read_json(path: Path) -> dict | None:
 
 def _summary(pipeline: Pipeline, run_dir: Path, tfrecords: Path, total: float) -> str:
     lines = ["", "== demo summary"]
-    info = _read_json(tfrecords / "shard_info.json")
+    info = _read_json(ShardFolder(tfrecords).info_path)
     if info:
         counts = {name: split["num_examples"] for name, split in info["splits"].items()}
         lines.append(f"images in shards: {counts}, labels: {info['num_labels']}")
-    report = _read_json(run_dir / "threshold_report.json")
+    report = _read_json(RunFolder(run_dir).threshold_report_json)
     if report:
         headline = report["headline"]
         lines.append(
@@ -68,7 +70,7 @@ def _summary(pipeline: Pipeline, run_dir: Path, tfrecords: Path, total: float) -
             f"best global threshold {headline['best_global']['micro']['mean']:.4f}, "
             f"per-label thresholds {headline['per_label']['micro']['mean']:.4f}"
         )
-    metrics = _read_json(run_dir / "metrics.json")
+    metrics = _read_json(RunFolder(run_dir).metrics_json)
     if metrics:
         for key in ("micro_f1", "macro_f1", "samples_f1", "mAP"):
             if key in metrics:
@@ -76,7 +78,7 @@ def _summary(pipeline: Pipeline, run_dir: Path, tfrecords: Path, total: float) -
     lines.append("stage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in pipeline.times.items()))
     if pipeline.skipped:
         lines.append("skipped (not built yet): " + ", ".join(pipeline.skipped))
-    lines.append(f"run directory: {run_dir} (plots in {run_dir / 'plots'}); total {total:.0f}s")
+    lines.append(f"run directory: {run_dir} (plots in {RunFolder(run_dir).plots}); total {total:.0f}s")
     return "\n".join(lines)
 
 

@@ -38,7 +38,6 @@ import hashlib
 import heapq
 import io
 import itertools
-import json
 import multiprocessing
 import os
 import queue
@@ -52,19 +51,21 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from PIL import Image, ImageFile
 from tqdm import tqdm
 
 from fashion_tf.errors import UserError, run_cli
+from fashion_tf.fileio import check_folder_writable
 from fashion_tf.fetcher import Fetcher, FetchFailed, one_line
-from fashion_tf.sources import SourceReader, SourceRecord, check_shard_args, shard_of
+from fashion_tf.image_guard import DEFAULT_MAX_PIXELS, UnsafeImage, check_image
+from fashion_tf.manifest import (FAILED, IMAGES_DIR, OK, Manifest, ManifestWriter, describe_files, images_dir,
+                                 lock_for_writing, manifest_path, read_manifest)
+from fashion_tf.sources import LabelSource, SourceReader, SourceRecord, check_shard_args, shard_of
+from fashion_tf.storage import check_path
 
-MANIFEST_NAME = "manifest.jsonl"
-IMAGES_DIR = "images"
 DEFAULT_USER_AGENT = "fashion_tf-downloader/0.1 (research image data set download)"
-PILLOW_DEFAULT_MAX_PIXELS = 89_478_485
 SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -80,7 +81,7 @@ class Options:
     max_size: int = 0
     quality: int = 95
     max_bytes: int = 30 * 1024 * 1024
-    max_pixels: int = PILLOW_DEFAULT_MAX_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
     user_agent: str = DEFAULT_USER_AGENT
     retry_failed: bool = False
     limit: int = 0
@@ -117,7 +118,7 @@ def safe_file_stem(image_id: str) -> str:
 
 
 def image_relpath(image_id: str) -> str:
-    return f"{IMAGES_DIR}/{safe_file_stem(image_id)}.jpg"
+    return f"{IMAGES_DIR}/{safe_file_stem(image_id)}.jpg"  # relative to the download folder, as the manifest says
 
 
 def _retry_delay(attempt: int, retry_after: float | None, options: Options) -> float:
@@ -150,15 +151,16 @@ def to_rgb_jpeg(data: bytes, options: Options) -> Converted:
     if looks_like_html(data):
         raise BadImage("html", "an HTML/XML page, not an image")
     try:
+        check_image(data, options.max_pixels)
         image = Image.open(io.BytesIO(data))
+    except UnsafeImage as err:
+        raise BadImage(err.reason, err.detail) from None
     except Image.DecompressionBombError as err:
         raise BadImage("too_many_pixels", one_line(err)) from None
     except Exception as err:  # Pillow raises many types on garbage: UnidentifiedImageError, SyntaxError, ...
         raise BadImage("not_image", one_line(err)) from None
     with image:
         width, height = image.size
-        if width * height > options.max_pixels:
-            raise BadImage("too_many_pixels", f"{width}x{height} declared > --max-pixels {options.max_pixels}")
         source_format = image.format or "?"
         needs_resize = bool(options.max_size) and max(width, height) > options.max_size
         turn = _exif_turn(image)
@@ -272,7 +274,7 @@ def after_fetch(attempt: Attempt, result: bytes | FetchFailed, output_dir: Path,
     _write_image(output_dir / relpath, converted.data)
     return {
         "image_id": record.image_id,
-        "status": "ok",
+        "status": OK,
         "path": relpath,
         "width": converted.width,
         "height": converted.height,
@@ -291,7 +293,7 @@ def next_url_or_failed(attempt: Attempt) -> Attempt | dict:
         return attempt
     return {
         "image_id": attempt.record.image_id,
-        "status": "failed",
+        "status": FAILED,
         "error": attempt.last_reason,
         "error_detail": " | ".join(attempt.tried)[:1000],
     }
@@ -325,52 +327,6 @@ def _write_image(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise UserError(f"{path}: cannot write image: {err.strerror or err}") from None
-
-
-# ----------------------------------------------------------------------------- manifest
-
-
-def read_manifest(path: Path) -> tuple[dict[str, tuple[str, str]], int]:
-    """{image_id: (status, path)} from the last row of each id, and the number of unreadable lines.
-
-    A torn last line (the writer was killed mid-line) and any other unreadable line are skipped.
-    """
-    state: dict[str, tuple[str, str]] = {}
-    bad = 0
-    if not path.exists():
-        return state, bad
-    with open(path, "rb") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                state[str(row["image_id"])] = (row["status"], row.get("path") or "")
-            except (ValueError, KeyError, TypeError):
-                bad += 1
-    return state, bad
-
-
-class ManifestWriter:
-    """Appends one row per write() call (atomic against other appenders on a local file system)."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "ab", buffering=0)
-        if self._file.tell() > 0 and not _ends_with_newline(path):
-            self._file.write(b"\n")  # seal a torn last line so the next row starts clean
-
-    def write(self, row: dict) -> None:
-        self._file.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        handle.seek(-1, os.SEEK_END)
-        return handle.read(1) == b"\n"
 
 
 def remove_stale_temp_files(images_dir: Path, older_than_s: float) -> int:
@@ -415,6 +371,10 @@ class Summary:
     def attempted(self) -> int:
         return self.ok + self.failed
 
+    def nothing_downloaded(self) -> bool:
+        """Every image of the job failed, in this run and before it: the job did not work."""
+        return self.ok + self.skipped_ok == 0 and self.failed + self.skipped_failed > 0
+
     @classmethod
     def merged(cls, parts: Sequence["Summary"]) -> "Summary":
         """One summary of several processes' shares (their sources joined, elapsed left to the caller)."""
@@ -442,7 +402,7 @@ class Summary:
             f"{self.bytes_written / 1e6:.1f} MB written ({self.kept_original} JPEGs kept byte for byte). "
             f"Skipped from earlier runs: {self.skipped_ok} ok, {self.skipped_failed} failed"
             f"{' (use --retry-failed to try those again)' if self.skipped_failed else ''}. "
-            f"Source: {self.source}. Manifest: {output_dir / MANIFEST_NAME}."
+            f"Source: {self.source}. Manifest: {describe_files(output_dir)}."
         )
         if self.bad_manifest_lines:
             text += f" {self.bad_manifest_lines} unreadable manifest line(s) ignored (torn by a killed run?)."
@@ -450,20 +410,47 @@ class Summary:
 
 
 def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, options: Options = Options()) -> Summary:
-    """Download one shard of `input_path` into `output_dir`; resumable. Returns the run's summary."""
-    if options.processes > 1:
-        return download_in_processes(input_path, output_dir, options)
+    """Download one shard of `input_path` into `output_dir`; resumable. Returns the run's summary.
+
+    The folder is locked for this job (or this --shard-index of it) while it runs: a second run of the same job
+    is refused instead of downloading everything again into a duplicated manifest.
+    """
+    check_path(output_dir, "--output-dir", "a URL (gs://...) takes --engine beam")
+    check_folder_writable(Path(output_dir), "download folder")
+    SourceReader(input_path, options.shard_index, options.num_shards)  # a missing or unreadable input: before any write
+    with lock_for_writing(output_dir, options.shard_index, options.num_shards):
+        if options.processes > 1:
+            return download_in_processes(input_path, output_dir, options)
+        return download_share(input_path, output_dir, options)
+
+
+def download_share(input_path: str | os.PathLike, output_dir: str | os.PathLike, options: Options) -> Summary:
+    """download() of one process's share, in this process; the caller holds the folder lock."""
     output_dir = Path(output_dir)
-    images_dir = output_dir / IMAGES_DIR
     reader, records = _open_share(input_path, options)
-    images_dir.mkdir(parents=True, exist_ok=True)
-    summary = Summary()
+    images_dir(output_dir).mkdir(parents=True, exist_ok=True)
     # A lone run owns the folder: any temp file is garbage. Shards running beside it may own young ones.
-    summary.stale_temp_removed = remove_stale_temp_files(images_dir, 0 if options.num_shards == 1 else 3600)
-    previous, summary.bad_manifest_lines = read_manifest(output_dir / MANIFEST_NAME)
+    stale = remove_stale_temp_files(images_dir(output_dir), 0 if options.num_shards == 1 else 3600)
     reader.start_loading_labels()  # JSON annotations come after the images: read them beside the downloads
+    summary = fetch_records(records, reader, output_dir, manifest_path(output_dir),
+                            read_manifest(output_dir, with_labels=False), options)
+    summary.stale_temp_removed = stale
+    return summary
+
+
+def fetch_records(records: Iterable[SourceRecord], labels: LabelSource, output_dir: Path, manifest_file: Path,
+                  previous: Manifest, options: Options, image_kept: Callable[[str], bool] | None = None) -> Summary:
+    """The download loop: each record not already done (per `previous`) fetched, checked, written to
+    output_dir/images, and its row appended to `manifest_file` once its labels are known.
+
+    An "ok" row of `previous` counts as done when `image_kept(path)` says its image is still there (default:
+    the file exists under output_dir)."""
+    image_kept = image_kept or (lambda relpath: (output_dir / relpath).is_file())
+    summary = Summary(bad_manifest_lines=previous.torn_lines)
+    previous_rows = previous.entries
+    images_dir(output_dir).mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    writer = ManifestWriter(output_dir / MANIFEST_NAME)
+    writer = ManifestWriter(manifest_file)
     waiting_for_labels: list[tuple[SourceRecord, dict]] = []
     bar = tqdm(unit="img", disable=not options.progress, dynamic_ncols=True, smoothing=0.05, mininterval=0.5)
     fetcher = Fetcher(options, max_transfers=options.workers)
@@ -492,7 +479,7 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
             finished(attempt.record, outcome)
 
     def finished(record: SourceRecord, row: dict) -> None:
-        if row["status"] == "ok":
+        if row["status"] == OK:
             summary.ok += 1
             summary.bytes_downloaded += row["source_bytes"]
             summary.bytes_written += row["bytes"]
@@ -514,9 +501,9 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
             time.sleep(timeout)
         while backoff_heap and backoff_heap[0][0] <= time.monotonic():
             start(heapq.heappop(backoff_heap)[2])
-        if waiting_for_labels and reader.labels_ready():
+        if waiting_for_labels and labels.labels_ready():
             for record, row in waiting_for_labels:
-                writer.write(_with_labels(row, reader.labels_for(record)))
+                writer.write(_with_labels(row, labels.labels_for(record)))
             waiting_for_labels.clear()
         if options.progress and time.monotonic() - last_postfix > 0.5:
             last_postfix = time.monotonic()
@@ -524,11 +511,12 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
 
     try:
         for record in records:
-            status, relpath = previous.get(record.image_id, ("", ""))
-            if status == "ok" and relpath and (output_dir / relpath).is_file():
+            entry = previous_rows.get(record.image_id)
+            status, relpath = (entry.status, entry.path) if entry else ("", "")
+            if status == OK and relpath and image_kept(relpath):
                 summary.skipped_ok += 1
                 continue
-            if status == "failed" and not options.retry_failed:
+            if status == FAILED and not options.retry_failed:
                 summary.skipped_failed += 1
                 continue
             while fetcher.active >= options.workers or len(backoff_heap) >= max_waiting:
@@ -536,7 +524,7 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
             start(Attempt(record))
         while fetcher.active or backoff_heap:
             step()
-        reader.wait_for_labels()
+        labels.wait_for_labels()
         step()
     finally:
         fetcher.close()
@@ -545,7 +533,7 @@ def download(input_path: str | os.PathLike, output_dir: str | os.PathLike, optio
             bar.set_postfix(ok=summary.ok, failed=summary.failed, skipped=summary.skipped_ok + summary.skipped_failed, refresh=True)
         bar.close()
     summary.elapsed_s = time.monotonic() - started
-    summary.source = reader.stats.describe()
+    summary.source = labels.stats.describe()
     return summary
 
 
@@ -564,10 +552,10 @@ def download_in_processes(input_path: str | os.PathLike, output_dir: str | os.Pa
     started = time.monotonic()
     stale_removed = 0
     if options.num_shards == 1:  # a lone run owns the folder: any temp file is garbage
-        stale_removed = remove_stale_temp_files(output_dir / IMAGES_DIR, 0)
+        stale_removed = remove_stale_temp_files(images_dir(output_dir), 0)
     context = multiprocessing.get_context(_start_method())
     results = context.Queue()
-    progress = _ManifestProgress(output_dir / MANIFEST_NAME)
+    progress = _ManifestProgress(manifest_path(output_dir))
     children = [context.Process(target=_run_share, args=(str(input_path), str(output_dir), share, results), name=f"download-{i}")
                 for i, share in enumerate(process_shares(options))]
     bar = None
@@ -611,7 +599,7 @@ def _run_share(input_path: str, output_dir: str, options: Options, results) -> N
     _die_with_parent()
     configure_pillow(options)
     try:
-        results.put(("ok", download(input_path, output_dir, options)))
+        results.put(("ok", download_share(input_path, output_dir, options)))
     except UserError as err:
         results.put(("error", str(err)))
     except KeyboardInterrupt:
@@ -734,6 +722,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-shards", type=int, default=1, help="split the input into this many shares by crc32(image_id) %% N")
     parser.add_argument("--limit", type=int, default=0, help="consider only the first N records of the shard (0: all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--engine", choices=("local", "beam"), default="local",
+                        help="local: this machine (--processes); beam: an Apache Beam pipeline on the runner named by "
+                        "the options after `--` (DirectRunner, DataflowRunner, FlinkRunner, SparkRunner)")
+    parser.add_argument("--work-shard-size", type=int, default=2000,
+                        help="--engine beam: images per work shard (one unit of work for a Beam worker)")
     parser.add_argument("--summary-json", help="also write the summary as JSON to this file")
     return parser
 
@@ -766,22 +759,44 @@ def options_from_args(args: argparse.Namespace) -> Options:
 
 def configure_pillow(options: Options) -> None:
     """Our own --max-pixels check runs first; Pillow's global guard must not be stricter or noisier."""
-    Image.MAX_IMAGE_PIXELS = max(options.max_pixels, PILLOW_DEFAULT_MAX_PIXELS)
+    Image.MAX_IMAGE_PIXELS = max(options.max_pixels, DEFAULT_MAX_PIXELS)
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from fashion_tf.beam.pipeline import split_engine_args
+
+    ours, beam_args = split_engine_args(argv)
+    args = build_parser().parse_args(ours)
     options = options_from_args(args)
     configure_pillow(options)
-    summary = download(args.input, args.output_dir, options)
+    if beam_args and args.engine != "beam":
+        raise UserError("options after `--` go to Apache Beam: give --engine beam as well")
+    if args.engine == "beam":
+        summary = _beam_engine().download(args.input, args.output_dir, options, beam_args, args.work_shard_size)
+    else:
+        summary = download(args.input, args.output_dir, options)
     print(summary.describe(Path(args.output_dir)), flush=True)
     if args.summary_json:
         from fashion_tf.fileio import write_json_atomic
 
         write_json_atomic(args.summary_json, summary.as_dict())
+    if summary.nothing_downloaded():
+        print(f"every image failed ({summary.failed + summary.skipped_failed}); see the failures by reason above",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def _beam_engine():
+    try:
+        from fashion_tf.beam import download as engine
+    except ImportError as err:
+        from fashion_tf.beam.pipeline import BEAM_EXTRA
+
+        raise UserError(f"--engine beam needs Apache Beam ({err}): {BEAM_EXTRA}") from None
+    return engine
 
 
 if __name__ == "__main__":

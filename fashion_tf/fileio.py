@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from fashion_tf.errors import UserError
+
 
 def _default_file_mode() -> int:
     umask = os.umask(0)
@@ -65,3 +67,57 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     with atomic_open(path, "w", encoding="utf-8") as handle:
         json.dump(obj, handle, indent=indent, sort_keys=False)
         handle.write("\n")
+
+
+class FolderBusy(Exception):
+    """Another process holds the lock; `holder` says who, as far as the lock file tells."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+class folder_lock:
+    """An advisory lock (flock) on `folder/name`, taken at once or FolderBusy; released on exit or when the
+    process ends, however it ends (a killed run never leaves a stale lock). Shared locks admit each other."""
+
+    def __init__(self, folder: str | os.PathLike, name: str, exclusive: bool = True):
+        import fcntl
+        import socket
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / name
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(self._fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 200, 0).decode("utf-8", "replace").strip() or "a running process"
+            os.close(self._fd)
+            raise FolderBusy(holder) from None
+        if exclusive:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "folder_lock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def check_folder_writable(folder: Path, what: str) -> None:
+    """One line, before any work, when `folder` is a file or cannot be created or written."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UserError(f"{folder}: cannot be the {what}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{folder}: cannot write the {what} here: {existing} is not writable")

@@ -7,13 +7,13 @@ sub-model named "backbone", so freezing and unfreezing it is one attribute away.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import keras
 
-from fashion_tf.config import ModelConfig
+from fashion_tf.backbones import BACKBONES, BackboneSpec
+from fashion_tf.config import ModelConfig, check_model_config, check_small_cnn_shape
 from fashion_tf.errors import UserError
 from fashion_tf.labels import labels_outside_groups
 
@@ -21,25 +21,6 @@ BACKBONE_LAYER = "backbone"
 OUTPUT_LAYER = "scores"
 # ImageNet channel means in BGR order, from keras.applications.imagenet_utils ("caffe" mode).
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    application: Optional[str]  # keras.applications attribute; None for our own small_cnn
-    preprocessing: str  # none (rescales itself) | tf ([-1, 1]) | caffe (BGR minus mean) | unit ([0, 1])
-    min_size: int = 32
-
-
-BACKBONES: dict[str, BackboneSpec] = {
-    "inception_v3": BackboneSpec("InceptionV3", "tf", min_size=75),
-    **{f"efficientnet_b{i}": BackboneSpec(f"EfficientNetB{i}", "none") for i in range(8)},
-    "efficientnet_v2_s": BackboneSpec("EfficientNetV2S", "none"),
-    "efficientnet_v2_m": BackboneSpec("EfficientNetV2M", "none"),
-    "efficientnet_v2_l": BackboneSpec("EfficientNetV2L", "none"),
-    "mobilenet_v2": BackboneSpec("MobileNetV2", "tf"),
-    "resnet50": BackboneSpec("ResNet50", "caffe"),
-    "small_cnn": BackboneSpec(None, "unit", min_size=16),
-}
 
 
 @keras.saving.register_keras_serializable(package="fashion_tf")
@@ -132,14 +113,7 @@ def small_cnn(input_shape: tuple, width: int = 32, stages: tuple = (1, 2, 4, 4),
     About 0.6M parameters at width 32 with the defaults; meant for CPU training at 64-128 px. A stride-2 first
     stage ((2, 2, 2, 2)) runs twice the input size at about the cost of the defaults.
     """
-    if width < 1:
-        raise UserError(f"model.width: must be positive, got {width}")
-    if not stages or any(int(m) < 1 for m in stages):
-        raise UserError(f"model.stages: positive channel multipliers needed, got {list(stages)}")
-    if len(strides) != len(stages) or any(int(s) not in (1, 2) for s in strides):
-        raise UserError(f"model.stage_strides: one stride (1 or 2) per stage needed, got {list(strides)} for {len(stages)} stages")
-    if len(blocks) != len(stages) or any(int(b) < 1 for b in blocks):
-        raise UserError(f"model.stage_blocks: one positive block count per stage needed, got {list(blocks)} for {len(stages)} stages")
+    check_small_cnn_shape(width, stages, strides, blocks, where="small_cnn")
     inputs = keras.Input(shape=input_shape, name="backbone_input")
     x = _conv_bn_relu(inputs, width, 2, "stem")
     for stage, (multiplier, stride, count) in enumerate(zip(stages, strides, blocks), start=1):
@@ -188,18 +162,13 @@ def build_model(
     weights file (.h5, given to the application) or a full-model file of ours (.keras / .weights.h5,
     loaded into the whole model with skip_mismatch so a head of another width is skipped).
     """
-    if model_cfg.backbone not in BACKBONES:
-        raise UserError(f"model.backbone: unknown backbone {model_cfg.backbone!r} (known: {', '.join(BACKBONES)})")
     if num_labels < 1:
         raise UserError(f"the label map has no labels (num_labels={num_labels})")
+    check_model_config(model_cfg, image_size, "model")  # built without load_config (tests, notebooks): same checks
     spec = BACKBONES[model_cfg.backbone]
-    if image_size < spec.min_size:
-        raise UserError(f"data.image_size: {model_cfg.backbone} needs at least {spec.min_size} px, got {image_size}")
     weights = model_cfg.weights
     if weights is not None and weights != "imagenet" and not Path(weights).is_file():
         raise UserError(f"model.weights: weights file not found: {weights}")
-    if weights == "imagenet" and spec.application is None:
-        raise UserError(f"model.weights: {model_cfg.backbone} has no ImageNet weights; use null or a weights file")
     full_model_file = weights is not None and weights != "imagenet" and _is_full_model_file(weights)
     backbone_weights = None if (full_model_file or spec.application is None) else weights
     if spec.application is None and weights not in (None, "imagenet"):

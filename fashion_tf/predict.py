@@ -5,6 +5,8 @@
 Each line is {"input": ..., "labels": [{"id", "name", "group", "score"}, ...]} with the labels whose
 score reaches their threshold (thresholds.json of the run; 0.5 where it has none), highest score first.
 An input that cannot be read gives {"input": ..., "error": ...}; the others go on, and the exit code is 1.
+URLs are fetched with fashion_tf.url_fetch: loopback, private and link-local addresses are refused unless
+--allow-private-urls.
 
     python -m fashion_tf.predict --run-dir RUN --kaggle-submission test.json --images DIR --out submission.csv
 
@@ -26,76 +28,24 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from fashion_tf.config import Config, load_config
 from fashion_tf.errors import UserError, run_cli
 from fashion_tf.fileio import atomic_open
-from fashion_tf.labels import LabelMap
+from fashion_tf.image_guard import DEFAULT_MAX_PIXELS, UnsafeImage, check_image
+from fashion_tf.inference import score_images
+from fashion_tf.run_folder import DEFAULT_THRESHOLD, Run, load_run
+from fashion_tf.url_fetch import FetchError, FetchOptions, fetch
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
-DEFAULT_THRESHOLD = 0.5
-URL_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
+NOT_READABLE = "not a readable image (JPEG, PNG, GIF or BMP)"
 DOWNLOAD_WORKERS = 8
 
 
-# ---------------------------------------------------------------------------- the run directory
-@dataclass
-class Run:
-    """Everything a trained run directory holds, checked; the model itself is loaded separately."""
-
-    run_dir: Path
-    config: Config
-    label_map: LabelMap
-    thresholds: np.ndarray  # float64 [C] (as threshold_search stores them); positive when score >= threshold
-    thresholds_source: str  # the file they came from, or a sentence saying the default is used
-    model_path: Path
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_map)
-
-    @property
-    def image_size(self) -> int:
-        return self.config.data.image_size
-
-
-def load_run(run_dir: str | os.PathLike, thresholds_path: str | os.PathLike | None = None) -> Run:
-    """Check and read a run directory (config, label map, thresholds); no TensorFlow needed."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: run directory not found")
-    for name in ("config.json", "model.keras", "label_map.json"):
-        if not (run_dir / name).is_file():
-            raise UserError(f"{run_dir / name}: not found (is {run_dir} a run directory written by fashion_tf.train?)")
-    config = load_config(run_dir / "config.json")
-    label_map = LabelMap.from_json(run_dir / "label_map.json")
-    thresholds, source = _read_thresholds(run_dir, thresholds_path, len(label_map))
-    return Run(run_dir, config, label_map, thresholds, source, run_dir / "model.keras")
-
-
-def _read_thresholds(run_dir: Path, explicit: str | os.PathLike | None, num_labels: int) -> tuple[np.ndarray, str]:
-    if explicit is not None:
-        path = Path(explicit)
-        if not path.is_file():
-            raise UserError(f"{path}: thresholds file not found")
-    else:
-        path = run_dir / "thresholds.json"
-        if not path.is_file():
-            default = np.full(num_labels, DEFAULT_THRESHOLD, dtype=np.float64)
-            return default, f"{DEFAULT_THRESHOLD} for every label (no thresholds.json in {run_dir})"
-    from fashion_tf.threshold_search import load_thresholds
-
-    # float64 as stored: rounding a hand-written 0.3 to float32 could flip a score lying between the two.
-    thresholds = np.asarray(load_thresholds(path), dtype=np.float64).reshape(-1)
-    if thresholds.shape[0] != num_labels:
-        raise UserError(f"{path}: {thresholds.shape[0]} thresholds for {num_labels} labels in label_map.json")
-    return thresholds, str(path)
-
-
+# ---------------------------------------------------------------------------- the run and its model
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's start-up chatter (CUDA probing, CPU features) off the user's stderr."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -115,7 +65,7 @@ def load_model(run: Run):
         raise UserError(f"{run.model_path}: cannot load the model ({type(err).__name__}: {first_line[:200]})") from None
     width = model.output_shape[-1] if not isinstance(model.output_shape, list) else None
     if width != run.num_labels:
-        raise UserError(f"{run.model_path}: model outputs {width} scores but label_map.json has {run.num_labels} labels")
+        raise UserError(f"{run.model_path}: model outputs {width} scores but {run.folder.label_map.name} has {run.num_labels} labels")
     return model
 
 
@@ -148,18 +98,19 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     return expanded
 
 
-def read_input_bytes(item: str) -> bytes:
+def url_options(allow_private: bool = False, max_bytes: int = MAX_IMAGE_BYTES) -> FetchOptions:
+    """predict's URL limits: its old 30 s read timeout, two minutes in all, MAX_IMAGE_BYTES."""
+    return FetchOptions(read_timeout=30.0, total_timeout=120.0, max_bytes=max_bytes, allow_private=allow_private)
+
+
+def read_input_bytes(item: str, fetch_options: FetchOptions | None = None) -> bytes:
     """The raw bytes of a file or URL; errors are one-line UserErrors naming the input."""
     if is_url(item):
-        import requests
-
         try:
-            response = requests.get(item, timeout=URL_TIMEOUT)
-        except requests.RequestException as err:
-            raise UserError(f"download failed: {type(err).__name__}") from None
-        if response.status_code != 200:
-            raise UserError(f"download failed: HTTP {response.status_code}")
-        return response.content
+            return fetch(item, fetch_options or url_options())
+        except FetchError as err:
+            hint = " (--allow-private-urls allows it)" if err.reason == "private_address" else ""
+            raise UserError(f"download failed: {err}{hint}") from None
     path = Path(item)
     if not path.exists():
         raise UserError("no such file")
@@ -171,18 +122,40 @@ def read_input_bytes(item: str) -> bytes:
         raise UserError(f"cannot read: {err.strerror}") from None
 
 
-def load_pixels(item: str, data_cfg):
-    """(pixels, None) or (None, error message)."""
+def read_item(item: str, fetch_options: FetchOptions | None = None) -> tuple[bytes | None, str | None]:
+    """(bytes, None) or (None, error message) for a file or URL."""
+    try:
+        return read_input_bytes(item, fetch_options), None
+    except UserError as err:
+        return None, str(err)
+
+
+def decode_checked(data: bytes, data_cfg, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """(pixels, None) or (None, error message). The header is checked before decoding (image_guard)."""
     import tensorflow as tf
 
     try:
-        data = read_input_bytes(item)
-    except UserError as err:
-        return None, str(err)
+        check_image(data, max_pixels)
+    except UnsafeImage as err:
+        return None, str(err) if err.reason == "too_many_pixels" else NOT_READABLE
     try:
         return decode_image(data, data_cfg), None
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, ValueError):
-        return None, "not a readable image (JPEG, PNG, GIF or BMP)"
+        return None, NOT_READABLE
+
+
+def score_encoded(model, data_cfg, blobs: Sequence[bytes], max_pixels: int = DEFAULT_MAX_PIXELS,
+                  pool: concurrent.futures.Executor | None = None) -> list[tuple[np.ndarray | None, str | None]]:
+    """(scores [C], None) or (None, error message) for each encoded image, in order, from ONE model call.
+
+    The one inference path of predict and the app: header check, evaluation decoding, the model. Decoding
+    runs on `pool` when one is given.
+    """
+    decode = lambda data: decode_checked(data, data_cfg, max_pixels)  # noqa: E731
+    decoded = list(pool.map(decode, blobs) if pool is not None else map(decode, blobs))
+    good = [pixels for pixels, error in decoded if error is None]
+    scores = iter(score_images(model, good)) if good else iter(())
+    return [(next(scores), None) if error is None else (None, error) for _, error in decoded]
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -190,24 +163,20 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start:start + size]
 
 
-def score_batches(model, items: Sequence[str], data_cfg, batch_size: int, progress=None) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+def score_batches(model, items: Sequence[str], data_cfg, batch_size: int, progress=None,
+                  fetch_options: FetchOptions | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
     """(input, scores [C] or None, error or None) for every input, in input order, `batch_size` images per model call."""
     with concurrent.futures.ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
         for chunk in _chunks(list(items), batch_size):
-            loaded = list(pool.map(lambda item: load_pixels(item, data_cfg), chunk))
-            good = [pixels for pixels, error in loaded if error is None]
-            scores = iter(_predict(model, good)) if good else iter(())
-            for item, (pixels, error) in zip(chunk, loaded):
-                yield item, (next(scores) if error is None else None), error
+            read = list(pool.map(lambda item: read_item(item, fetch_options), chunk))
+            readable = [data for data, error in read if error is None]
+            scored = iter(score_encoded(model, data_cfg, readable, max_pixels, pool=pool))
+            for item, (_, read_error) in zip(chunk, read):
+                scores, error = (None, read_error) if read_error is not None else next(scored)
+                yield item, scores, error
             if progress is not None:
                 progress.update(len(chunk))
-
-
-def _predict(model, images: list) -> np.ndarray:
-    import tensorflow as tf
-
-    batch = tf.stack(images)
-    return np.asarray(model(batch, training=False), dtype=np.float32)
 
 
 def positive_labels(scores: np.ndarray, run: Run, top_k: int = 0) -> list[dict]:
@@ -220,8 +189,17 @@ def positive_labels(scores: np.ndarray, run: Run, top_k: int = 0) -> list[dict]:
     return [{"id": lm.ids[i], "name": lm.names[i], "group": lm.groups[i], "score": round(float(scores[i]), 6)} for i in order]
 
 
+def prediction_record(item: str, scores: np.ndarray | None, error: str | None, run: Run, top_k: int = 0) -> dict:
+    """The JSON line predict prints for one input."""
+    if error is not None:
+        return {"input": item, "error": error}
+    return {"input": item, "labels": positive_labels(scores, run, top_k)}
+
+
 # ---------------------------------------------------------------------------- the two modes
-def predict_inputs(run: Run, model, inputs: Sequence[str], batch_size: int, top_k: int, out=None) -> tuple[int, int]:
+def predict_inputs(run: Run, model, inputs: Sequence[str], batch_size: int, top_k: int, out=None,
+                   fetch_options: FetchOptions | None = None,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """Write one JSON line per image (to stdout by default); returns (images labelled, failures)."""
     from tqdm import tqdm
 
@@ -229,14 +207,13 @@ def predict_inputs(run: Run, model, inputs: Sequence[str], batch_size: int, top_
     items = expand_inputs(inputs)
     done = failed = 0
     with tqdm(total=len(items), unit="img", desc="predict", file=sys.stderr, disable=None) as progress:
-        for item, scores, error in score_batches(model, items, run.config.data, batch_size, progress):
+        for item, scores, error in score_batches(model, items, run.config.data, batch_size, progress, fetch_options,
+                                                 max_pixels):
             if error is not None:
                 failed += 1
-                record = {"input": item, "error": error}
             else:
                 done += 1
-                record = {"input": item, "labels": positive_labels(scores, run, top_k)}
-            out.write(json.dumps(record) + "\n")
+            out.write(json.dumps(prediction_record(item, scores, error, run, top_k)) + "\n")
             out.flush()
     return done, failed
 
@@ -273,7 +250,8 @@ def _sorted_label_ids(label_ids: Iterable[str]) -> list[str]:
     return sorted(label_ids, key=lambda x: (0, int(x), "") if x.isdigit() else (1, 0, x))
 
 
-def write_kaggle_submission(run: Run, model, test_json: Path, images_dir: Path, out_path: Path, batch_size: int) -> dict:
+def write_kaggle_submission(run: Run, model, test_json: Path, images_dir: Path, out_path: Path, batch_size: int,
+                            max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """submission.csv with a row for every test image; returns counts for the summary."""
     from tqdm import tqdm
 
@@ -288,7 +266,8 @@ def write_kaggle_submission(run: Run, model, test_json: Path, images_dir: Path, 
     paths = [str(files[image_id]) for image_id in present]
     id_of_path = dict(zip(paths, present))
     with tqdm(total=len(paths), unit="img", desc="submission", file=sys.stderr, disable=None) as progress:
-        for item, scores, error in score_batches(model, paths, run.config.data, batch_size, progress):
+        for item, scores, error in score_batches(model, paths, run.config.data, batch_size, progress,
+                                                 max_pixels=max_pixels):
             image_id = id_of_path[item]
             if error is not None:
                 unreadable.append(image_id)
@@ -312,61 +291,95 @@ def _examples(ids: Sequence[str], limit: int = 5) -> str:
     return ", ".join(ids[:limit]) + (", ..." if len(ids) > limit else "")
 
 
+# ---------------------------------------------------------------------------- the stage
+@dataclass
+class Options:
+    run_dir: str | Path
+    inputs: Sequence[str] = ()  # image files, folders (recursive) or http(s) URLs
+    thresholds: Optional[str | Path] = None  # None: RUN/thresholds.json, or 0.5 for every label without one
+    batch_size: int = 32  # images per model call
+    top_k: int = 0  # at most this many labels per image (0: every label over its threshold)
+    kaggle_submission: Optional[str | Path] = None  # a test.json: write the submission CSV instead of JSON lines
+    images: Optional[str | Path] = None  # with kaggle_submission: the downloaded test images
+    out: str | Path = "submission.csv"  # with kaggle_submission: the CSV to write
+    allow_private_urls: bool = False  # fetch URLs on loopback, private and link-local addresses too
+    max_pixels: int = DEFAULT_MAX_PIXELS  # images declaring more pixels are refused before decoding
+
+    def check(self) -> None:
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.top_k < 0:
+            raise UserError(f"--top-k must be >= 0, got {self.top_k}")
+        if self.max_pixels < 1:
+            raise UserError(f"--max-pixels must be >= 1, got {self.max_pixels}")
+        kaggle = self.kaggle_submission is not None
+        if kaggle and self.inputs:
+            raise UserError("give either INPUT... or --kaggle-submission, not both")
+        if kaggle and self.images is None:
+            raise UserError("--kaggle-submission needs --images DIR (the downloaded test images)")
+        if not kaggle and not self.inputs:
+            raise UserError("nothing to label: give image files, folders or URLs (or --kaggle-submission)")
+        if kaggle and not Path(self.kaggle_submission).is_file():
+            raise UserError(f"{self.kaggle_submission}: no such file")
+
+
+def predict(options: Options, out=None) -> dict:
+    """Label the inputs (JSON lines to `out`, stdout by default) or write the Kaggle submission; returns the counts
+    and the summary line. Everything about the run is checked before TensorFlow is imported."""
+    options.check()
+    run = load_run(options.run_dir, options.thresholds)
+    if run.thresholds_source.startswith(str(DEFAULT_THRESHOLD)):
+        print(f"note: thresholds {run.thresholds_source}", file=sys.stderr)
+    model = load_model(run)
+    start = time.perf_counter()
+    if options.kaggle_submission is not None:
+        counts = write_kaggle_submission(run, model, Path(options.kaggle_submission), Path(options.images),
+                                         Path(options.out), options.batch_size, options.max_pixels)
+        summary = (f"wrote {options.out}: {counts['rows']} rows, {counts['predicted']} images labelled "
+                   f"({counts['with_labels']} with at least one label) in {time.perf_counter() - start:.1f}s")
+        if counts["missing"]:
+            summary += (f"; {len(counts['missing'])} test images not found in {options.images} "
+                        f"(empty rows: {_examples(counts['missing'])})")
+        if counts["unreadable"]:
+            summary += f"; {len(counts['unreadable'])} unreadable (empty rows: {_examples(counts['unreadable'])})"
+        return {**counts, "failed": 0, "summary": summary + f"; thresholds: {run.thresholds_source}."}
+    done, failed = predict_inputs(run, model, options.inputs, options.batch_size, options.top_k, out,
+                                  url_options(options.allow_private_urls), options.max_pixels)
+    elapsed = time.perf_counter() - start
+    rate = (done + failed) / elapsed if elapsed > 0 else 0.0
+    return {"labelled": done, "failed": failed,
+            "summary": f"labelled {done} images, {failed} failed, in {elapsed:.1f}s ({rate:.1f} images/s); "
+                       f"thresholds: {run.thresholds_source}."}
+
+
 # ---------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
+    defaults = Options(run_dir="")
     parser = argparse.ArgumentParser(
         prog="python -m fashion_tf.predict",
         description="Label images with a trained run: one JSON line per image on stdout, or a Kaggle submission.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--run-dir", required=True, help="run directory (config.json, model.keras, label_map.json, thresholds.json)")
+    parser.add_argument("--run-dir", required=True, help="run directory written by fashion_tf.train")
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (searched recursively) or http(s) URLs")
-    parser.add_argument("--thresholds", default=None, help="thresholds file; None: RUN/thresholds.json, or 0.5 for every label without one")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per model call")
-    parser.add_argument("--top-k", type=int, default=0, help="at most this many labels per image (0: every label over its threshold)")
+    parser.add_argument("--thresholds", default=None, help="thresholds file; None: the run's, or 0.5 for every label without one")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per model call")
+    parser.add_argument("--top-k", type=int, default=defaults.top_k, help="at most this many labels per image (0: every label over its threshold)")
     parser.add_argument("--kaggle-submission", metavar="TEST_JSON", default=None, help="write a Kaggle submission for this test.json")
     parser.add_argument("--images", default=None, help="with --kaggle-submission: folder of downloaded test images named <image_id>.<ext> (searched recursively)")
-    parser.add_argument("--out", default="submission.csv", help="with --kaggle-submission: the CSV to write")
+    parser.add_argument("--out", default=defaults.out, help="with --kaggle-submission: the CSV to write")
+    parser.add_argument("--allow-private-urls", action="store_true",
+                        help="fetch URLs on loopback, private and link-local addresses too (refused by default)")
+    parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels,
+                        help="refuse images whose header declares more pixels (decompression bombs), before decoding")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.top_k < 0:
-        raise UserError(f"--top-k must be >= 0, got {args.top_k}")
-    kaggle = args.kaggle_submission is not None
-    if kaggle and args.inputs:
-        raise UserError("give either INPUT... or --kaggle-submission, not both")
-    if kaggle and args.images is None:
-        raise UserError("--kaggle-submission needs --images DIR (the downloaded test images)")
-    if not kaggle and not args.inputs:
-        raise UserError("nothing to label: give image files, folders or URLs (or --kaggle-submission)")
-    if kaggle and not Path(args.kaggle_submission).is_file():
-        raise UserError(f"{args.kaggle_submission}: no such file")
-    run = load_run(args.run_dir, args.thresholds)
-    if run.thresholds_source.startswith(str(DEFAULT_THRESHOLD)):
-        print(f"note: thresholds {run.thresholds_source}", file=sys.stderr)
-    model = load_model(run)
-    start = time.perf_counter()
-    if kaggle:
-        counts = write_kaggle_submission(run, model, Path(args.kaggle_submission), Path(args.images), Path(args.out), args.batch_size)
-        elapsed = time.perf_counter() - start
-        summary = (f"wrote {args.out}: {counts['rows']} rows, {counts['predicted']} images labelled "
-                   f"({counts['with_labels']} with at least one label) in {elapsed:.1f}s")
-        if counts["missing"]:
-            summary += f"; {len(counts['missing'])} test images not found in {args.images} (empty rows: {_examples(counts['missing'])})"
-        if counts["unreadable"]:
-            summary += f"; {len(counts['unreadable'])} unreadable (empty rows: {_examples(counts['unreadable'])})"
-        print(summary + f"; thresholds: {run.thresholds_source}.", file=sys.stderr)
-        return 0
-    done, failed = predict_inputs(run, model, args.inputs, args.batch_size, args.top_k)
-    elapsed = time.perf_counter() - start
-    rate = (done + failed) / elapsed if elapsed > 0 else 0.0
-    print(f"labelled {done} images, {failed} failed, in {elapsed:.1f}s ({rate:.1f} images/s); "
-          f"thresholds: {run.thresholds_source}.", file=sys.stderr)
-    return 1 if failed else 0
+    result = predict(Options(**vars(args)))
+    print(result["summary"], file=sys.stderr)
+    return 1 if result["failed"] else 0
 
 
 if __name__ == "__main__":

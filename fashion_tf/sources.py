@@ -45,7 +45,7 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Protocol
 
 import ijson
 
@@ -137,6 +137,35 @@ def iter_source_records(
     """
     reader = SourceReader(path, shard_index, num_shards, stats)
     yield from reader.records(with_labels=True)
+
+
+class LabelSource(Protocol):
+    """Where the download loop gets each record's labels: a SourceReader (JSON annotations read in the background)
+    or LabelsInRecords (records that carry their labels)."""
+
+    stats: SourceStats
+
+    def labels_ready(self) -> bool: ...
+
+    def wait_for_labels(self) -> None: ...
+
+    def labels_for(self, record: SourceRecord) -> tuple[str, ...]: ...
+
+
+@dataclass
+class LabelsInRecords:
+    """The labels of records that carry them (a work list of a distributed download, say)."""
+
+    stats: SourceStats = field(default_factory=lambda: SourceStats(format="work list"))
+
+    def labels_ready(self) -> bool:
+        return True
+
+    def wait_for_labels(self) -> None:
+        pass
+
+    def labels_for(self, record: SourceRecord) -> tuple[str, ...]:
+        return record.labels
 
 
 class SourceReader:

@@ -28,7 +28,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -109,10 +109,12 @@ class FaultServer(ThreadingHTTPServer):
     request_queue_size = 256
 
     def __init__(self, root: str | os.PathLike | None, address: tuple[str, int] = ("127.0.0.1", 0)):
-        super().__init__(address, _Handler)
+        # Before binding: a failed bind calls server_close(), which needs these (else an AttributeError hides
+        # "Address already in use").
         self.connections: queue.SimpleQueue[tuple[socket.socket, tuple] | None] = queue.SimpleQueue()
         self.idle_connection_threads = threading.Semaphore(0)
         self.connection_threads = 0
+        super().__init__(address, _Handler)
         self.root = Path(root).resolve() if root is not None else None
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()

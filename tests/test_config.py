@@ -153,3 +153,42 @@ def test_cli_prints_resolved_config_and_fails_in_one_line(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "model.backbnoe" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.backbone=resnet5", "model.backbone: unknown backbone 'resnet5'"),
+    ("model.dropout=1.5", r"model.dropout: must be in \[0, 1\), got 1.5"),
+    ("model.dropout=1", r"model.dropout: must be in \[0, 1\)"),
+    ("train.learning_rate=-0.001", "train.learning_rate: must be > 0, got -0.001"),
+    ("train.learning_rate=0", "train.learning_rate: must be > 0"),
+    ("train.epochs=0", "train.epochs: must be >= 1, got 0"),
+    ("loss.name=focl", "loss.name: 'focl' is not one of focal, bce, asl"),
+    ("loss.label_smoothing=1", r"loss.label_smoothing: must be in \[0, 1\)"),
+    ("loss.alpha=2", r"loss.alpha: must be in \[0, 1\]"),
+    ("train.monitor=val_f1", "train.monitor: 'val_f1' is not one of"),
+    ("data.image_size=8", "data.image_size: efficientnet_b0 needs at least 32 px, got 8"),
+    ("data.crop_min_area=0", r"data.crop_min_area: must be in \(0, 1\]"),
+    ("train.steps_per_epoch=0", "train.steps_per_epoch: must be >= 1 or null"),
+    ("model.stage_strides=[1,3,2,2]", "model.stage_strides: one stride"),
+])
+def test_values_out_of_range_are_caught_on_load_naming_the_key(tmp_path, override, message):
+    path = write(tmp_path, {"model": {"backbone": "small_cnn", "weights": None}} if "small" in message or "stage" in message
+                 else {})
+    with pytest.raises(UserError, match=message):
+        load_config(path, [override])
+
+
+def test_config_command_checks_everything_train_would_without_tensorflow(tmp_path):
+    """`python -m fashion_tf.config` is the dry run of a config: it loads no TensorFlow, so it answers in well
+    under a second, and it catches what train would (e.g. an unknown backbone) in one line."""
+    import subprocess
+    import sys
+    import time
+
+    path = write(tmp_path, {"model": {"backbone": "resnet5"}})
+    started = time.perf_counter()
+    result = run_module("fashion_tf.config", "--config", str(path))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "resnet5" in result.stderr
+    assert time.perf_counter() - started < 5
+    probe = "import sys, fashion_tf.config; fashion_tf.config.load_config(None); assert 'tensorflow' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", probe], cwd=REPO).returncode == 0

@@ -7,18 +7,17 @@ import io
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from fashion_tf.download import (BadImage, Options, download, process_shares, read_manifest,
-                                 safe_file_stem, to_rgb_jpeg)
+from conftest import png_bomb
+from fashion_tf.download import BadImage, Options, download, process_shares, safe_file_stem, to_rgb_jpeg
+from fashion_tf.manifest import read_manifest
 from fashion_tf.sources import shard_of
 from fashion_tf.testserver import Fault, serve_folder
 
@@ -37,14 +36,6 @@ def png_bytes(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
-
-
-def png_bomb(width=40_000, height=40_000) -> bytes:
-    """A valid-looking 200-byte PNG whose header declares width*height pixels (1.6 G by default)."""
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b"")
 
 
 def half_transparent_png() -> bytes:
@@ -178,10 +169,13 @@ def test_retry_after_is_honoured_without_holding_a_worker(site, tmp_path):
 
 
 def test_bomb_is_rejected_from_its_header_before_decoding():
-    started = time.monotonic()
+    import resource
+
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(BadImage) as caught:
-        to_rgb_jpeg(png_bomb(), Options())
-    assert caught.value.reason == "too_many_pixels" and time.monotonic() - started < 1
+        to_rgb_jpeg(png_bomb(), Options())  # 20000 x 20000: 400 MB of pixels if it were decoded
+    assert caught.value.reason == "too_many_pixels"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 100_000  # KiB
     with pytest.raises(BadImage, match="too_many_pixels: 400x200 declared"):
         to_rgb_jpeg(jpeg_bytes(size=(400, 200)), Options(max_pixels=50_000))
 
@@ -262,7 +256,8 @@ def test_rerun_skips_done_ids_and_retry_failed_retries_only_failures(site, tmp_p
     assert site.request_count("/later.jpg") == 1 and site.request_count("/good0.jpg") == 0
     rows = manifest_rows(out)
     assert [row["status"] for row in rows if row["image_id"] == "b"] == ["failed", "ok"]  # last row wins
-    assert read_manifest(out / "manifest.jsonl")[0]["b"] == ("ok", "images/b.jpg")
+    entry = read_manifest(out).entries["b"]
+    assert (entry.status, entry.path) == ("ok", "images/b.jpg")
     (out / "images/a.jpg").unlink()  # an ok row whose file vanished is downloaded again
     fourth = download(source, out, FAST)
     assert fourth.ok == 1 and (out / "images/a.jpg").read_bytes() == GOOD["good0.jpg"]
@@ -277,8 +272,10 @@ def test_torn_manifest_line_and_temp_files_are_tolerated(site, tmp_path):
     (out / "images/.b.jpg.abc123.tmp").write_bytes(b"partial")
     summary = download(source, out, FAST)
     assert (summary.ok, summary.skipped_ok, summary.bad_manifest_lines, summary.stale_temp_removed) == (1, 1, 1, 1)
-    state, bad = read_manifest(out / "manifest.jsonl")
-    assert state == {"a": ("ok", "images/a.jpg"), "b": ("ok", "images/b.jpg")} and bad == 1
+    manifest = read_manifest(out)
+    assert {k: (e.status, e.path) for k, e in manifest.entries.items()} == {
+        "a": ("ok", "images/a.jpg"), "b": ("ok", "images/b.jpg")}
+    assert manifest.torn_lines == 1
     assert sorted(p.name for p in (out / "images").iterdir()) == ["a.jpg", "b.jpg"]
 
 
@@ -366,9 +363,9 @@ def test_resume_after_sigkill_mid_run(tmp_path, processes):
             time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
-        done_before = len(read_manifest(manifest)[0])
+        done_before = len(read_manifest(manifest).entries)
         time.sleep(0.6)  # worker processes die with the killed parent: nothing is added after it
-        assert len(read_manifest(manifest)[0]) == done_before
+        assert len(read_manifest(manifest).entries) == done_before
         assert 8 <= done_before < count, "the run should have been killed midway"
         for path in (out / "images").glob("*.jpg"):  # whatever is under a final name is a whole image
             with Image.open(path) as image:
@@ -377,9 +374,9 @@ def test_resume_after_sigkill_mid_run(tmp_path, processes):
                             "--processes", str(processes))
         assert finished.returncode == 0, finished.stderr
         assert f"Skipped from earlier runs: {done_before} ok" in finished.stdout
-    state, bad = read_manifest(manifest)
-    assert set(state) == {str(i) for i in range(count)} and all(status == "ok" for status, _ in state.values())
-    assert len(manifest_rows(out)) == count and bad == 0
+    state = read_manifest(manifest)
+    assert set(state.entries) == {str(i) for i in range(count)} and all(e.status == "ok" for e in state.entries.values())
+    assert len(manifest_rows(out)) == count and state.torn_lines == 0
     images = sorted((out / "images").iterdir())
     assert [p.name for p in images] == sorted(f"{i}.jpg" for i in range(count))  # no temp files left
     for path in images:
@@ -435,3 +432,74 @@ def test_cli_downloads_real_fashion_products_sample(tmp_path):
     for row in rows:
         assert row["labels"] == list(dict.fromkeys(annotated[row["image_id"]]))
         assert (tmp_path / "out" / row["path"]).read_bytes() == (data / "images" / f"{row['image_id']}.jpg").read_bytes()
+
+
+def test_a_second_download_into_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    """Defect: two downloads into one folder at once both downloaded everything and duplicated the manifest."""
+    root = tmp_path / "site"
+    root.mkdir()
+    for i in range(20):
+        (root / f"{i}.jpg").write_bytes(jpeg_bytes(color=(i * 10, 90, 90)))
+    with serve_folder(root, {f"/{i}.jpg": Fault(delay=0.2) for i in range(20)}) as server:
+        source = write_input(tmp_path / "train.json", server, [(str(i), f"{i}.jpg") for i in range(20)])
+        out = tmp_path / "out"
+        args = [TOOL, "--input", source, "--output-dir", out, "--workers", "2", "--processes", "1", "--no-progress"]
+        first = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (out / "manifest.jsonl").exists():
+                time.sleep(0.05)
+            second = run_tool(*args[1:])
+            assert second.returncode == 2, second.stderr
+            assert second.stderr.count("\n") == 1 and "another download is writing this folder (pid" in second.stderr
+            other_share = run_tool(*args[1:], "--shard-index", "1", "--num-shards", "2")
+            assert other_share.returncode == 2 and "another download" in other_share.stderr  # the whole job holds it
+        finally:
+            first.wait(timeout=120)
+    assert first.returncode == 0, first.stderr
+    ids = [row["image_id"] for row in manifest_rows(out)]
+    assert sorted(ids, key=int) == [str(i) for i in range(20)]  # each image once
+    assert sum(server.request_count(f"/{i}.jpg") for i in range(20)) == 20
+
+
+def test_shares_of_one_job_may_write_one_folder_at_once(site, tmp_path):
+    from fashion_tf.manifest import lock_for_writing
+
+    source = write_input(tmp_path / "train.json", site, [(str(i), f"good{i % 8}.jpg") for i in range(12)])
+    out = tmp_path / "out"
+    with lock_for_writing(out, 0, 2):  # share 0 of 2 is running (here: held by this test)
+        summary = download(source, out, Options(**{**FAST.__dict__, "shard_index": 1, "num_shards": 2}))
+        assert summary.ok > 0
+        with pytest.raises(Exception, match="another download is writing this folder"):
+            download(source, out, Options(**{**FAST.__dict__, "shard_index": 0, "num_shards": 2}))
+
+
+def test_a_job_where_every_image_failed_does_not_exit_0(site, tmp_path):
+    """Defect: the downloader exited 0 when every image failed."""
+    source = write_input(tmp_path / "train.json", site, [("a", "nothing_here.jpg"), ("b", "page.jpg")])
+    result = run_tool("--input", source, "--output-dir", tmp_path / "out", "--no-progress", "--retries", "0")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Downloaded 0 images ok and 2 failed" in result.stdout and "every image failed" in result.stderr
+    again = run_tool("--input", source, "--output-dir", tmp_path / "out", "--no-progress")  # nothing left to try
+    assert again.returncode == 1
+
+
+@pytest.mark.parametrize("case", ["output_is_a_file", "output_under_a_file", "workers_0", "quality_0", "limit_negative",
+                                  "missing_input", "empty_input", "url_without_beam"])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
+    source = tmp_path / "a.csv"
+    source.write_text("1,http://127.0.0.1:9/x.jpg\n")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    out = tmp_path / "out"
+    args = {"output_is_a_file": ["--output-dir", blocker], "output_under_a_file": ["--output-dir", blocker / "sub"],
+            "workers_0": ["--workers", "0"], "quality_0": ["--quality", "0"], "limit_negative": ["--limit", "-1"],
+            "missing_input": ["--input", tmp_path / "absent.json"], "empty_input": ["--input", tmp_path / "empty.json"],
+            "url_without_beam": ["--output-dir", "gs://bucket/imat"]}[case]
+    (tmp_path / "empty.json").write_text("")
+    argv = ["--input", source, "--output-dir", out, "--no-progress"] + args
+    result = run_tool(*argv)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert not out.exists() and blocker.read_text() == "not a folder"

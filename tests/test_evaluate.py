@@ -19,12 +19,14 @@ from PIL import Image  # noqa: E402
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score  # noqa: E402
 
 from conftest import run_module  # noqa: E402
-from fashion_tf import evaluate, schema  # noqa: E402
+from fashion_tf import schema  # noqa: E402
+from fashion_tf.evaluate import figures, metrics, scoring  # noqa: E402
+from fashion_tf.evaluate.__main__ import main  # noqa: E402
 from fashion_tf.config import Config, DataConfig, ModelConfig, save_config  # noqa: E402
 from fashion_tf.errors import run_cli  # noqa: E402
 from fashion_tf.fileio import write_json_atomic  # noqa: E402
 from fashion_tf.labels import LabelMap  # noqa: E402
-from fashion_tf.threshold_search import LabelInfo, thresholds_document  # noqa: E402
+from fashion_tf.run_folder import thresholds_document  # noqa: E402
 
 SIZE = 32
 GROUPS = [("category", ["shirt", "dress", "shoe"]), ("colour", ["red", "green", "blue"]), ("accessory", ["belt", "hat"])]
@@ -74,9 +76,8 @@ def _draw(rng, colour: str, category: int, accessories: list) -> np.ndarray:
 
 
 def write_thresholds(run_dir: Path, label_map: LabelMap, thresholds) -> None:
-    labels = LabelInfo(list(label_map.ids), list(label_map.names), list(label_map.groups))
-    write_json_atomic(run_dir / "thresholds.json",
-                      thresholds_document(np.asarray(thresholds, np.float64), labels, "micro", "per_label", 0.5))
+    write_json_atomic(run_dir / "thresholds.json", thresholds_document(
+        np.asarray(thresholds, np.float64), label_map.ids, label_map.names, label_map.groups, "micro", "per_label", 0.5))
 
 
 def build_tiny_run(root: Path, n: int = 22, seed: int = 0, shards: int = 2) -> TinyRun:
@@ -142,7 +143,7 @@ def tiny(tmp_path_factory) -> TinyRun:
 @pytest.fixture(scope="module")
 def evaluated(tiny) -> dict:
     """evaluate run once (batch 8 over 22 images in 2 shards: a partial last batch), metrics.json parsed."""
-    code = evaluate.main(["--run-dir", str(tiny.run_dir), "--data", str(tiny.data_dir), "--split", "validation",
+    code = main(["--run-dir", str(tiny.run_dir), "--data", str(tiny.data_dir), "--split", "validation",
                           "--batch-size", "8", "--gallery-size", "6"])
     assert code == 0
     return json.loads((tiny.run_dir / "metrics.json").read_text())
@@ -200,7 +201,7 @@ def test_top1_accuracy_within_an_exclusive_group_hand_made():
         [0.2, 0.2, 0.3, 0.5, 0.5],  # shoe: right, although every score is low
         [0.9, 0.9, 0.9, 0.5, 0.5],
     ], np.float32)
-    result = evaluate.exclusive_top1(scores, positive, label_map)
+    result = metrics.exclusive_top1(scores, positive, label_map)
     assert result == {"category": {"accuracy": pytest.approx(2 / 3), "images": 3}}
 
 
@@ -211,9 +212,9 @@ def test_confusion_counts_and_reduction_to_top_classes():
     scores = np.zeros((6, 4), np.float32)
     for row, label in enumerate([0, 0, 1, 1, 3, 2]):
         scores[row, label] = 1.0
-    counts = evaluate.group_confusion(scores, positive, np.arange(4))
+    counts = figures.group_confusion(scores, positive, np.arange(4))
     assert counts.tolist() == [[2, 1, 0, 0], [0, 1, 0, 1], [0, 0, 1, 0], [0, 0, 0, 0]]
-    matrix, rows, cols = evaluate.reduce_confusion(counts, ["a", "b", "c", "d"], max_classes=2)
+    matrix, rows, cols = figures.reduce_confusion(counts, ["a", "b", "c", "d"], max_classes=2)
     assert rows == ["a", "b"] and cols == ["a", "b", "(other classes)"]
     assert matrix.tolist() == [[2, 1, 0], [0, 1, 1]]
 
@@ -221,7 +222,7 @@ def test_confusion_counts_and_reduction_to_top_classes():
 def test_error_margin_ranks_confident_mistakes_first():
     positive = np.array([[1, 0], [1, 0], [1, 0]], bool)
     scores = np.array([[0.9, 0.1], [0.4, 0.1], [0.05, 0.95]], np.float32)
-    margins = evaluate.error_margins(scores, positive, np.array([0.5, 0.5]))
+    margins = scoring.error_margins(scores, positive, np.array([0.5, 0.5]))
     assert margins[0] == 0
     assert margins[1] == pytest.approx(0.1)
     assert margins[2] == pytest.approx(0.45 + 0.45)
@@ -251,8 +252,8 @@ def test_plots_are_written_and_drawn(tiny, evaluated):
 def test_gallery_holds_the_worst_images(tiny, evaluated):
     scores = tiny.scores()
     thresholds = np.array([row["threshold"] for row in evaluated["labels"]])
-    margins = evaluate.error_margins(scores, tiny.positive, thresholds)
-    worst = evaluate.WorstImages(3)
+    margins = scoring.error_margins(scores, tiny.positive, thresholds)
+    worst = scoring.WorstImages(3)
     worst.offer(tiny.images.astype(np.float32), scores, tiny.positive, tiny.ids, thresholds)
     chosen = [item[2] for item in worst.worst_first()]
     assert chosen == [tiny.ids[i] for i in np.argsort(-margins, kind="stable")[:3]]
@@ -264,7 +265,7 @@ def test_group_option_and_default_thresholds(tiny, tmp_path, capsys):
     shutil.copytree(tiny.run_dir, run_dir)
     (run_dir / "thresholds.json").unlink()
     (run_dir / "plots").exists() and shutil.rmtree(run_dir / "plots")
-    assert evaluate.main(["--run-dir", str(run_dir), "--data", str(tiny.data_dir), "--group", "accessory",
+    assert main(["--run-dir", str(run_dir), "--data", str(tiny.data_dir), "--group", "accessory",
                           "--gallery-size", "0"]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["thresholds"].startswith("0.5 for every label")
@@ -296,7 +297,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, capsys, case):
         result = run_module("fashion_tf.evaluate", *argv)
         code, stderr = result.returncode, result.stderr
     else:
-        code, stderr = run_cli(evaluate.main, argv), capsys.readouterr().err
+        code, stderr = run_cli(main, argv), capsys.readouterr().err
     assert code == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr

@@ -14,6 +14,8 @@ pytest.importorskip("tensorflow")
 from conftest import run_module  # noqa: E402
 from fashion_tf import predict  # noqa: E402
 from fashion_tf.errors import run_cli  # noqa: E402
+from fashion_tf.labels import LabelMap  # noqa: E402
+from fashion_tf.run_folder import RunFolder  # noqa: E402
 from fashion_tf.testserver import Fault, serve_folder  # noqa: E402
 from test_evaluate import TinyRun, build_tiny_run, write_thresholds  # noqa: E402
 
@@ -62,7 +64,7 @@ def test_file_folder_and_url_in_input_order(tiny, expected, tmp_path, capsys):
     with serve_folder(tiny.image_dir) as server:
         url = f"{server.base_url}/img003.png"
         code, lines, err = _run(["--run-dir", tiny.run_dir, tiny.image_dir / "img000.png", folder, url,
-                                 "--batch-size", "2"], capsys)
+                                 "--batch-size", "2", "--allow-private-urls"], capsys)
     assert code == 0, err
     assert [line["input"] for line in lines] == [
         str(tiny.image_dir / "img000.png"), str(folder / "b.png"), str(folder / "nested" / "a.PNG"), url]
@@ -78,12 +80,38 @@ def test_unreadable_inputs_give_error_lines_and_exit_1(tiny, expected, tmp_path,
     with serve_folder(tiny.image_dir) as server:
         server.add_fault("/gone.png", Fault(status=404))
         inputs = [fake, tmp_path / "missing.png", f"{server.base_url}/gone.png", tiny.image_dir / "img004.png"]
-        code, lines, err = _run(["--run-dir", tiny.run_dir, *inputs], capsys)
+        code, lines, err = _run(["--run-dir", tiny.run_dir, *inputs, "--allow-private-urls"], capsys)
     assert code == 1
     assert [line.get("error") for line in lines] == [
         "not a readable image (JPEG, PNG, GIF or BMP)", "no such file", "download failed: HTTP 404", None]
     _assert_line_matches(lines[3], tiny, 4, expected)
     assert "3 failed" in err
+
+
+def test_urls_on_loopback_are_refused_without_allow_private_urls(tiny, expected, capsys):
+    with serve_folder(tiny.image_dir) as server:
+        url = f"{server.base_url}/img003.png"
+        code, lines, _ = _run(["--run-dir", tiny.run_dir, url, tiny.image_dir / "img004.png"], capsys)
+        assert server.request_count("/img003.png") == 0  # refused before connecting
+    assert code == 1
+    assert lines[0] == {"input": url, "error": "download failed: refused: 127.0.0.1 is a loopback address "
+                                                "(--allow-private-urls allows it)"}
+    _assert_line_matches(lines[1], tiny, 4, expected)
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_and_the_rest_labelled(tiny, expected, tmp_path, capsys):
+    import resource
+
+    from conftest import png_bomb
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bomb())  # 20000x20000: 1.2 GB as RGB pixels
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, lines, err = _run(["--run-dir", tiny.run_dir, bomb, tiny.image_dir / "img004.png"], capsys)
+    assert code == 1
+    assert lines[0]["error"].startswith("too_many_pixels: 20000x20000 declared")
+    _assert_line_matches(lines[1], tiny, 4, expected)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 200_000  # KiB: nothing near 1.2 GB
 
 
 def test_thresholds_round_trip_just_above_and_just_below(tiny, expected, tmp_path, capsys):
@@ -141,20 +169,48 @@ def test_kaggle_submission_has_a_row_for_every_test_image(tiny, expected, tmp_pa
     assert "1 test images not found" in err and "1 unreadable" in err
 
 
-@pytest.mark.parametrize("case", ["missing_run_dir", "missing_model", "no_inputs", "missing_test_json"])
+BAD_INPUTS = {  # case: (how the arguments change, the message)
+    "missing_run_dir": (lambda run, image, tmp: ["--run-dir", str(tmp / "nowhere"), image], "run directory not found"),
+    "missing_model": (None, "model.keras: not found"),
+    "corrupt_model": (None, "model.keras: cannot load the model"),
+    "corrupt_config": (None, "config.json: not valid JSON"),
+    "thresholds_for_other_labels": (None, "thresholds.json: 2 thresholds for 8 labels"),
+    "no_inputs": (lambda run, image, tmp: ["--run-dir", run], "nothing to label"),
+    "inputs_and_kaggle": (lambda run, image, tmp: ["--run-dir", run, image, "--kaggle-submission", image],
+                          "give either INPUT... or --kaggle-submission, not both"),
+    "kaggle_without_images": (lambda run, image, tmp: ["--run-dir", run, "--kaggle-submission", image],
+                              "--kaggle-submission needs --images DIR"),
+    "missing_test_json": (lambda run, image, tmp: ["--run-dir", run, "--kaggle-submission", str(tmp / "test.json"),
+                                                   "--images", str(tmp)], "test.json: no such file"),
+    "batch_size_0": (lambda run, image, tmp: ["--run-dir", run, image, "--batch-size", "0"], "--batch-size must be >= 1"),
+    "top_k_negative": (lambda run, image, tmp: ["--run-dir", run, image, "--top-k", "-1"], "--top-k must be >= 0"),
+    "max_pixels_0": (lambda run, image, tmp: ["--run-dir", run, image, "--max-pixels", "0"], "--max-pixels must be >= 1"),
+}
+
+
+def spoiled_run(tiny, tmp_path, case: str) -> str:
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny.run_dir, run_dir)
+    folder = RunFolder(run_dir)
+    if case == "missing_model":
+        folder.model.unlink()
+    elif case == "corrupt_model":
+        folder.model.write_bytes(b"PK\x03\x04 not a model")
+    elif case == "corrupt_config":
+        folder.config.write_text('{"data": ')
+    elif case == "thresholds_for_other_labels":
+        write_thresholds(run_dir, LabelMap.from_ids(["1", "2"]), np.full(2, 0.5))
+    return str(run_dir)
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, capsys, case):
-    args = ["--run-dir", str(tiny.run_dir), str(tiny.image_dir / "img000.png")]
-    if case == "missing_run_dir":
-        args[1] = str(tmp_path / "nowhere")
-    elif case == "missing_model":
-        run_dir = tmp_path / "run"
-        shutil.copytree(tiny.run_dir, run_dir)
-        (run_dir / "model.keras").unlink()
-        args[1] = str(run_dir)
-    elif case == "no_inputs":
-        args = args[:2]
+    arguments, expected = BAD_INPUTS[case]
+    image = str(tiny.image_dir / "img000.png")
+    if arguments is None:
+        args = ["--run-dir", spoiled_run(tiny, tmp_path, case), image]
     else:
-        args = args[:2] + ["--kaggle-submission", str(tmp_path / "test.json"), "--images", str(tmp_path)]
+        args = arguments(str(tiny.run_dir), image, tmp_path)
     if case == "missing_run_dir":  # once as a user types it: no traceback, no TensorFlow start-up lines
         result = run_module("fashion_tf.predict", *args)
         code, stdout, stderr = result.returncode, result.stdout, result.stderr
@@ -165,6 +221,4 @@ def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, capsys, case):
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     assert stdout == ""
-    expected = {"missing_run_dir": "run directory not found", "missing_model": "model.keras: not found",
-                "no_inputs": "nothing to label", "missing_test_json": "test.json: no such file"}[case]
     assert expected in lines[0]

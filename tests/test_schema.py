@@ -43,3 +43,28 @@ def test_feature_names_match_model_garden_classification_decoder():
     }
     parsed = tf.io.parse_single_example(record, model_garden_keys)
     assert tf.sparse.to_dense(parsed["image/class/label"]).numpy().tolist() == [2]
+
+
+def tensorflow_serialized(encoded, image_format, height, width, labels, source_id, sha256) -> bytes:
+    """The same example filled into a tf.train.Example proto, as the writer did before (the reference)."""
+    example = tf.train.Example()
+    feature = example.features.feature
+    feature[schema.ENCODED].bytes_list.value.append(encoded)
+    feature[schema.FORMAT].bytes_list.value.append(image_format.encode())
+    feature[schema.HEIGHT].int64_list.value.append(height)
+    feature[schema.WIDTH].int64_list.value.append(width)
+    feature[schema.LABEL].int64_list.value.extend(labels)
+    feature[schema.SOURCE_ID].bytes_list.value.append(source_id.encode())
+    feature[schema.SHA256].bytes_list.value.append(sha256.encode())
+    return example.SerializeToString(deterministic=True)
+
+
+def test_serialized_bytes_equal_tensorflows_deterministic_serialization():
+    rng = np.random.default_rng(0)
+    cases = [(b"", "png", 0, 0, [], "", ""), (b"\x00" * 300, "jpeg", 1, 1, [0], "0", "0" * 64),
+             (rng.bytes(70_000), "jpeg", 5000, 2**40, [227, 3, 127, 128, 16384], "id-é-1", "ab" * 32)]
+    cases += [(rng.bytes(int(rng.integers(0, 3000))), "jpeg", int(rng.integers(1, 1 << 20)), int(rng.integers(1, 300)),
+               rng.integers(0, 300, int(rng.integers(0, 12))).tolist(), str(rng.integers(1 << 40)), "f" * 64)
+              for _ in range(200)]
+    for case in cases:
+        assert schema.serialize_example(*case) == tensorflow_serialized(*case), case[1:]

@@ -181,3 +181,24 @@ def test_command_line_rejects_bad_faults_file_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "unknown fault field(s): colour" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_one_line_naming_the_port(tmp_path):
+    """Defect: an AttributeError from server_close hid "Address already in use" behind a traceback."""
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        done = subprocess.run([sys.executable, "-m", "fashion_tf.testserver", "--root", str(tmp_path), "--port",
+                               str(port)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    finally:
+        taken.close()
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]

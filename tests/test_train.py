@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import shutil
 import io
 import json
 import os
@@ -50,6 +51,7 @@ def write_tiny_shards(folder: Path, n_train=64, n_val=20, seed=0, single_choice_
 
     from fashion_tf import schema
     from fashion_tf.labels import LabelMap
+    from fashion_tf.shard_folder import ShardFolder
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -67,8 +69,9 @@ def write_tiny_shards(folder: Path, n_train=64, n_val=20, seed=0, single_choice_
         info["splits"][split] = {"num_examples": count, "label_counts": counts.tolist(), "shards": [name]}
     if single_choice_pair:
         info["groups"] = {"pair": {"labels": [0, 1], "exclusive": True}, "rest": {"labels": [2, 3], "exclusive": False}}
-    (folder / schema.SHARD_INFO_FILE).write_text(json.dumps(info))
-    LabelMap.from_ids([str(k + 1) for k in range(NUM_LABELS)]).to_json(folder / "label_map.json")
+    shard_folder = ShardFolder(folder)
+    shard_folder.info_path.write_text(json.dumps(info))
+    LabelMap.from_ids([str(k + 1) for k in range(NUM_LABELS)]).to_json(shard_folder.label_map_path)
     return folder
 
 
@@ -132,11 +135,11 @@ def test_training_writes_run_folder_and_loss_falls(shards, tmp_path):
     import tensorflow as tf
 
     from fashion_tf.config import load_config
-    from fashion_tf.train import train
+    from fashion_tf.train import Options, train
 
     run = tmp_path / "run"
     cfg = load_config(None, overrides(shards, run, train__epochs=3, train__steps_per_epoch=8))
-    summary = train(cfg, verbose=0)
+    summary = train(Options(cfg, verbose=0))
 
     rows = history_rows(run)
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
@@ -177,12 +180,12 @@ def test_training_writes_run_folder_and_loss_falls(shards, tmp_path):
 
 def test_group_softmax_head_trains_on_a_single_choice_group(tmp_path):
     from fashion_tf.config import load_config
-    from fashion_tf.train import train
+    from fashion_tf.train import Options, train
 
     shards = write_tiny_shards(tmp_path / "pair_shards", single_choice_pair=True)
     run = tmp_path / "run"
     cfg = load_config(None, overrides(shards, run, model__head="group_softmax", train__epochs=3, train__steps_per_epoch=8))
-    train(cfg, verbose=0)
+    train(Options(cfg, verbose=0))
 
     losses = [float(r["loss"]) for r in history_rows(run)]
     assert losses[-1] < 0.85 * losses[0], losses
@@ -194,11 +197,11 @@ def test_group_softmax_head_trains_on_a_single_choice_group(tmp_path):
 def test_group_softmax_needs_shards_that_describe_their_groups(shards, tmp_path):
     from fashion_tf.config import load_config
     from fashion_tf.errors import UserError
-    from fashion_tf.train import train
+    from fashion_tf.train import Options, train
 
     cfg = load_config(None, overrides(shards, tmp_path / "run", model__head="group_softmax", train__epochs=1))
     with pytest.raises(UserError, match="no 'groups'"):
-        train(cfg, verbose=0)
+        train(Options(cfg, verbose=0))
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):
@@ -207,20 +210,6 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
 
     assert run_cli(main, ["--override", f"data.tfrecords={tmp_path / 'missing'}",
                           "--override", f"output_dir={tmp_path / 'run'}"]) == 2
-
-
-def test_warmup_cosine_schedule_and_fine_tune_factor():
-    from fashion_tf.train import WarmupSchedule
-
-    schedule = WarmupSchedule(base_lr=1.0, total_steps=110, warmup_steps=10, kind="cosine",
-                              fine_tune_step=60, fine_tune_factor=0.1)
-    lr = lambda step: float(schedule(step))  # noqa: E731
-    assert lr(0) == pytest.approx(0.1) and lr(9) == pytest.approx(1.0)
-    assert lr(10) == pytest.approx(1.0)
-    assert lr(59) == pytest.approx(0.5 * (1 + np.cos(np.pi * 49 / 100)), rel=1e-5)
-    assert lr(60) == pytest.approx(0.1 * 0.5 * (1 + np.cos(np.pi * 50 / 100)), rel=1e-5, abs=1e-7)
-    step = WarmupSchedule(base_lr=1.0, total_steps=100, warmup_steps=0, kind="step", step_every=30, step_factor=0.5)
-    assert [float(step(s)) for s in (0, 29, 30, 61)] == pytest.approx([1.0, 1.0, 0.5, 0.25])
 
 
 # ---- subprocess: --resume after SIGKILL -----------------------------------------------------
@@ -315,7 +304,7 @@ sys.path.insert(0, {tests!r})
 from test_train import overrides, saved_weights
 from pathlib import Path
 from fashion_tf.config import load_config
-from fashion_tf.train import train
+from fashion_tf.train import Options, train
 import keras
 from fashion_tf.models import build_model
 
@@ -331,7 +320,7 @@ results = {{}}
 for name, strategy, batch in (("mirrored", "mirrored", 4), ("one_device", "one_device", 8)):
     cfg = load_config(None, overrides(shards, out / name, train__strategy=strategy, data__batch_size=batch,
                                       model__weights=str(init), **common))
-    summary = train(cfg, verbose=0)
+    summary = train(Options(cfg, verbose=0))
     results[name] = summary["replicas"]
     results[name + "_history"] = (out / name / "history.csv").read_text()
 a, b = saved_weights(out / "mirrored" / "model.keras"), saved_weights(out / "one_device" / "model.keras")
@@ -355,48 +344,128 @@ def test_mirrored_two_cpus_matches_one_device_for_same_global_batch(shards, tmp_
         assert float(mirrored[0][key]) == pytest.approx(float(one_device[0][key]), abs=1e-5), key
 
 
-# ---- early stopping on --resume ------------------------------------------------------------------
-@pytest.mark.parametrize("patience", [1, 2, 3, 5])
-def test_resumed_early_stopping_continues_like_an_unbroken_run(patience):
-    import keras
-
-    from fashion_tf.train import ResumedEarlyStopping
-
-    values = [0.50, 0.60, 0.55, 0.58, 0.61, 0.59, 0.60]
-    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-    for split in range(1, len(values)):  # killed after `split` epochs, then resumed
-        unbroken = keras.callbacks.EarlyStopping(monitor="val_f1", mode="max", patience=patience)
-        unbroken.set_model(model)
-        model.stop_training = False
-        unbroken.on_train_begin()
-        stopped_at = None
-        for epoch, value in enumerate(values):
-            unbroken.on_epoch_end(epoch, {"val_f1": value})
-            if model.stop_training:
-                stopped_at = epoch
-                break
-        if stopped_at is not None and split > stopped_at + 1:
-            continue  # a history never runs past the epoch where the run stopped
-        resumed = ResumedEarlyStopping(values[:split], monitor="val_f1", mode="max", patience=patience)
-        resumed.set_model(model)
-        model.stop_training = False
-        assert resumed.already_stopped() == (split == stopped_at + 1 if stopped_at is not None else False), (patience, split)
-        if resumed.already_stopped():
-            continue
-        resumed_stop = None
-        for epoch in range(split, len(values)):
-            resumed.on_epoch_end(epoch, {"val_f1": values[epoch]})
-            if model.stop_training:
-                resumed_stop = epoch
-                break
-        assert resumed_stop == stopped_at and resumed.best == unbroken.best, (patience, split)
+# ---- an earlier run is never lost to a command that fails ---------------------------------------
+def folder_bytes(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_monitor_history_reads_the_phase_epochs_of_history_csv(tmp_path):
-    from fashion_tf.train import _monitor_history
+@pytest.fixture(scope="module")
+def finished_run(shards, tmp_path_factory) -> Path:
+    """A complete 2-epoch run (checkpoints of epochs 1 and 2), for re-runs to try to spoil."""
+    from fashion_tf.errors import run_cli
+    from fashion_tf.train import main
 
-    path = tmp_path / "history.csv"
-    path.write_text("epoch,loss,val_micro_f1\n0,1.0,0.4\n1,0.9,\n2,0.8,0.6\n3,0.7,0.65\n", encoding="utf-8")
-    assert _monitor_history(path, "val_micro_f1", 0, 4)[0] == 0.4
-    assert [round(v, 2) for v in _monitor_history(path, "val_micro_f1", 2, 3)] == [0.6]
-    assert _monitor_history(tmp_path / "missing.csv", "val_micro_f1", 0, 4) == []
+    run = tmp_path_factory.mktemp("earlier") / "run"
+    assert run_cli(main, cli_args(shards, run, train__epochs=2, train__steps_per_epoch=2)) == 0
+    return run
+
+
+def one_line_error(capsys, argv: list) -> str:
+    from fashion_tf.errors import run_cli
+    from fashion_tf.train import main
+
+    code = run_cli(main, [str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
+@pytest.mark.parametrize("change, flags, message", [
+    ({"model__backbone": "resnet5"}, [], "model.backbone: unknown backbone 'resnet5'"),
+    ({"model__dropout": 1.5}, ["--overwrite"], r"model.dropout: must be in [0, 1), got 1.5"),
+    ({"model__weights": "/nowhere/w.weights.h5"}, ["--overwrite"], "model.weights: weights file not found"),
+    ({"train__learning_rate": -0.01}, ["--resume"], "train.learning_rate: must be > 0"),
+    ({"train__epochs": 0}, ["--overwrite"], "train.epochs: must be >= 1"),
+    ({}, [], "holds an earlier run"),
+    ({}, ["--resume", "--overwrite"], "give one of them"),
+])
+def test_a_failing_rerun_leaves_the_earlier_run_untouched(finished_run, shards, capsys, change, flags, message):
+    """Defect: a re-run with a typo'd backbone (or a missing weights file, or dropout 1.5) exited 2 but had already
+    deleted checkpoints/ and history.csv and rewritten config.json; a plain re-run started over silently."""
+    before = folder_bytes(finished_run)
+    settings = dict(train__epochs=2, train__steps_per_epoch=2)
+    settings.update(change)
+    err = one_line_error(capsys, cli_args(shards, finished_run, **settings) + flags)
+    assert message in err
+    assert folder_bytes(finished_run) == before
+
+
+def test_resume_gets_past_a_torn_last_json_and_a_truncated_checkpoint(finished_run, shards, tmp_path):
+    """Defect: a torn checkpoints/last.json told the user to start without --resume, deleting intact checkpoints."""
+    from fashion_tf.config import load_config
+    from fashion_tf.train import Options, train
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "checkpoints" / "last.json").write_text('{"epoch": 2, "weigh')
+    newest = run / "checkpoints" / "epoch-0002.weights.h5"
+    newest.write_bytes(newest.read_bytes()[:500])
+    cfg = load_config(None, overrides(shards, run, train__epochs=3, train__steps_per_epoch=2))
+    summary = train(Options(cfg, resume=True, verbose=0))
+    assert summary["resumed_from_epoch"] == 1 and summary["epochs_run"] == 2
+    assert [int(r["epoch"]) for r in history_rows(run)] == [0, 1, 2]
+    assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 3
+
+
+def test_overwrite_keeps_the_earlier_run_aside_until_the_new_one_has_its_model(finished_run, shards, tmp_path):
+    from fashion_tf.config import load_config
+    from fashion_tf.train import Options, train
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    earlier = (run / "model.keras").read_bytes()
+    cfg = load_config(None, overrides(shards, run, train__epochs=1, train__steps_per_epoch=1))
+    train(Options(cfg, overwrite=True, verbose=0))
+    assert not (run / ".previous-run").exists()
+    assert [int(r["epoch"]) for r in history_rows(run)] == [0]
+    assert (run / "model.keras").read_bytes() != earlier and (run / "val_predictions.npz").is_file()
+
+
+def test_a_full_disk_during_training_is_one_line(shards, small_disk, capsys):
+    err = one_line_error(capsys, cli_args(shards, small_disk / "run", train__epochs=2, train__steps_per_epoch=1,
+                                          model__width=16))
+    assert "cannot write (" in err and "--resume" in err
+
+
+def test_bad_input_is_one_line_before_anything_is_written(shards, tmp_path, capsys):
+    """Table of bad inputs to the train command: exit 2, one `error:` line, nothing written."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    short_map = tmp_path / "short_map"
+    shutil.copytree(shards, short_map)
+    label_map = json.loads((short_map / "label_map.json").read_text())
+    label_map["labels"] = label_map["labels"][:2]
+    (short_map / "label_map.json").write_text(json.dumps(label_map))
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"data": ')
+    run = tmp_path / "run"
+    cases = [
+        (["--config", tmp_path / "missing.json"], "config file not found"),
+        (["--config", bad_json], "not valid JSON"),
+        (cli_args(shards, run) + ["--override", "data.imagesize=3"], "unknown key 'data.imagesize'"),
+        (cli_args(shards, run) + ["--override", "train.epochs"], "expected key=value"),
+        (cli_args(tmp_path / "no_shards", run), "TFRecord folder not found"),
+        (cli_args(short_map, run), "label_map.json: lists 2 labels but shard_info.json says the shards use 4"),
+        (cli_args(shards, blocker / "run"), "is a file, not a folder"),
+        (cli_args(shards, run, model__head="group_softmax"), "no 'groups'"),
+        (cli_args(shards, run, train__strategy="multi_worker"), "TF_CONFIG"),
+        (cli_args(shards, run, data__val_split="test"), "no split 'test'"),
+    ]
+    for argv, message in cases:
+        err = one_line_error(capsys, argv)
+        assert message in err, (argv, err)
+        assert not run.exists(), argv
+
+
+def test_a_bad_config_fails_fast_without_tensorflow_as_a_user_sees_it(tmp_path):
+    """Defect: a missing config file took TensorFlow's start-up (~5 s and its log lines) to report."""
+    missing = tmp_path / "missing.json"
+    done = subprocess.run([sys.executable, "-m", "fashion_tf.train", "--config", str(missing)], cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
+                          timeout=SUBPROCESS_TIMEOUT)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"error: {missing}: config file not found"]
+    probe = ("import sys; from fashion_tf.errors import run_cli; from fashion_tf.train import main; "
+             f"assert run_cli(main, ['--config', {str(missing)!r}]) == 2; assert 'tensorflow' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True).returncode == 0

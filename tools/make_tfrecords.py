@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fashion_tf.errors import run_cli  # noqa: E402
-from fashion_tf.make_tfrecords import main  # noqa: E402
+from fashion_tf.make_tfrecords.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))
