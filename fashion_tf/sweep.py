@@ -62,7 +62,6 @@ KINDS = ("uniform", "log_uniform", "int", "log_int", "choice")
 STEP_KINDS = ("uniform", "int")
 NOT_SWEPT = ("output_dir",)  # set by the sweep for every trial
 PATH_KEYS = ("output_dir", "data.tfrecords")  # may differ between machines sharing a study
-THRESHOLD_MIN_POSITIVES = 5  # threshold_search's CLI default, so cv_micro_f1 matches what it reports
 STUDY_ATTR = "fashion_tf_sweep"
 SURPLUS_ATTR = "surplus"
 HEARTBEAT_ATTR = "fashion_tf:heartbeat"
@@ -251,44 +250,43 @@ def with_values(data: dict, values: dict, source: str) -> dict:
 
 
 def check_shards(base: dict) -> None:
-    from fashion_tf.schema import LABEL_MAP_FILE
+    """The shard folder's label map and shard_info.json are there and agree (UserError naming the file if not)."""
+    from fashion_tf.shard_folder import ShardFolder
 
-    label_map = Path(base["data"]["tfrecords"]) / LABEL_MAP_FILE
-    if not label_map.is_file():
-        raise UserError(f"{label_map}: not found (data.tfrecords must be a make_tfrecords output folder)")
+    ShardFolder(base["data"]["tfrecords"]).num_labels
 
 
 def train_run(cfg: Config, callbacks: Sequence) -> dict:
-    from fashion_tf.train import train
+    """One training run in cfg.output_dir, which train refuses when it holds an earlier run (never reused)."""
+    from fashion_tf.train import Options as TrainOptions, train
 
-    return train(cfg, resume=False, verbose=0, extra_callbacks=callbacks)
+    return train(TrainOptions(cfg, verbose=0, callbacks=callbacks))
 
 
 def monitor_sign(monitor: str) -> int:
     """+1 where higher is better; the study maximises, so a loss is reported negated."""
-    from fashion_tf.train import monitor_mode
+    from fashion_tf.checkpoints import monitor_mode
 
     return -1 if monitor_mode(monitor) == "min" else 1
 
 
 def score_run(run_dir: Path, summary: dict, folds: int) -> dict:
-    """Validation figures of a finished run: the threshold search's held-out micro-F1 (choosing 0.5, one global
-    or per-label thresholds by their held-out mean, as --mode auto does), Keras' epoch figures, and mAP."""
+    """Validation figures of a finished run: micro-F1 after the threshold search (the stage itself, `--cv K --mode
+    auto`, which writes the run's thresholds.json: the held-out mean of 0.5, one global or per-label thresholds,
+    whichever is best), Keras' epoch figures, and mAP."""
     import numpy as np
 
     from fashion_tf import threshold_search
-    from fashion_tf.evaluate import average_precisions
+    from fashion_tf.evaluate.metrics import average_precisions
+    from fashion_tf.run_folder import RunFolder, read_predictions
 
-    _, scores, positive = threshold_search.load_predictions(run_dir)
-    cv = threshold_search.cross_validate(scores, positive, folds, "micro", "per_label",
-                                         THRESHOLD_MIN_POSITIVES, seed=0)
-    held_out = {name: float(np.mean([fold[name]["micro"] for fold in cv["fold_metrics"]]))
-                for name in ("at_0.5", "best_global", "per_label")}
-    choice = max(held_out, key=held_out.get)  # on a tie the first, the simpler
+    found = threshold_search.search(threshold_search.Options(run_dir=run_dir, cv=folds, mode="auto", plots=False))
+    setting = {"0.5": "at_0.5", "global": "best_global", "per_label": "per_label"}[found["auto_choice"]]
+    _, scores, positive = read_predictions(RunFolder(run_dir))
     precision = average_precisions(scores, positive)
     return {
-        "cv_micro_f1": held_out[choice],
-        "cv_thresholds": choice,
+        "cv_micro_f1": float(found["f1"][setting]["mean"]),
+        "cv_thresholds": setting,
         "val_micro_f1": _finite_or_none(summary.get("val_micro_f1")),
         "val_pr_auc": _finite_or_none(summary.get("val_pr_auc")),
         "mAP": _finite_or_none(float(np.nanmean(precision)) if np.isfinite(precision).any() else None),
@@ -596,8 +594,6 @@ class TrialRunner:
             params = {dim.key: dim.suggest(trial) for dim in self.setup.dimensions}
             cfg = trial_config(self.setup.base, params, run_dir, f"trial {trial.number} ({_params_text(params)})")
             trial.set_user_attr("epochs", cfg.train.epochs)
-            if run_dir.exists() and any(run_dir.iterdir()):
-                raise UserError(f"{run_dir}: already holds a run; a trial never reuses a folder")
             reporter = pruning_reporter(trial, self.setup.prune_on, cfg.train.epochs)
             summary = train_run(cfg, [reporter])
             scores = score_run(run_dir, summary, options.cv_folds)

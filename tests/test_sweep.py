@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from fashion_tf.errors import UserError
+from fashion_tf.labels import LabelMap
+from fashion_tf.run_folder import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 optuna = pytest.importorskip("optuna", reason="the sweep extra is not installed (pip install -e '.[sweep]')")
@@ -45,11 +47,12 @@ SPACE = {
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     """Shards of the synthetic set (fashion_tf.synthetic, 24 labels) at 32 px: 240 images, a quarter for validation."""
-    from fashion_tf import make_tfrecords, synthetic
+    from fashion_tf import synthetic
+    from fashion_tf.make_tfrecords.cli import main as make_tfrecords_main
 
     root = tmp_path_factory.mktemp("synthetic")
     synthetic.generate(root / "set", n=240, seed=0, size=32)
-    assert make_tfrecords.main(["--input", str(root / "set" / "train.json"), "--images", str(root / "set" / "images"),
+    assert make_tfrecords_main(["--input", str(root / "set" / "train.json"), "--images", str(root / "set" / "images"),
                                 "--label-map", str(root / "set" / "label_map.csv"), "--output-dir",
                                 str(root / "shards"), "--val-fraction", "0.25", "--shard-size-mb", "1"]) == 0
     return root / "shards"
@@ -116,6 +119,7 @@ BAD_SPACES = [
     ({"data.image_size": {"log_uniform": [32, 128]}}, "data.image_size", "expected integer"),
     ({"data.image_size": {"int": [32.5, 128]}}, "data.image_size", "two integers"),
     ({"model.weights": {"choice": [None, 3]}}, "model.weights", "expected string or null"),
+    ({"model.weights": {"choice": [None, "imagenet"]}}, "model.weights", "no ImageNet weights"),  # with small_cnn
     ({"model.head": {"choice": ["sigmoid", "softmaxx"]}}, "model.head", "softmaxx"),
     ({"data.augment": {"choice": [["flip"], ["blur"]]}}, "data.augment", "blur"),
     ({"loss.label_smoothing": {"uniform": [0.3, 0.1]}}, "loss.label_smoothing", "low < high"),
@@ -147,7 +151,7 @@ def test_space_values_are_typed_and_checked_like_the_config(tmp_path):
         "loss.label_smoothing": {"choice": [0, 0.1]},  # the float field widens 0 to 0.0
         "model.width": {"int": [8, 32], "step": 8},
         "train.learning_rate": {"log_uniform": [1e-3, 0.1]},
-        "model.weights": {"choice": [None, "imagenet"]},
+        "model.pooling": {"choice": ["avg", "max"]},
         "data.augment": {"choice": [[], ["crop", "flip"]]},
     })
     base = sweep.load_base_config(str(config), ())
@@ -155,12 +159,12 @@ def test_space_values_are_typed_and_checked_like_the_config(tmp_path):
     assert dims["loss.label_smoothing"].options == (0.0, 0.1)
     assert isinstance(dims["loss.label_smoothing"].options[0], float)
     assert (dims["model.width"].low, dims["model.width"].high, dims["model.width"].step) == (8, 32, 8)
-    assert dims["model.weights"].options == (None, "imagenet")
+    assert dims["model.pooling"].options == ("avg", "max")
 
     # the base config is the baseline trial when the space holds every one of its values
     params, _ = sweep.base_values(list(dims.values()), sweep.trial_config(base, {}, tmp_path / "run", "test"))
     assert params == {"loss.label_smoothing": 0.0, "model.width": 8, "train.learning_rate": GOOD_LR,
-                      "model.weights": None, "data.augment": "[]"}
+                      "model.pooling": "avg", "data.augment": "[]"}
     off_step = sweep.trial_config(base, {"model.width": 12}, tmp_path / "run", "test")
     params, why_not = sweep.base_values(list(dims.values()), off_step)
     assert params is None and "model.width" in why_not
@@ -197,7 +201,9 @@ def setup_for(tmp_path: Path, *extra: str, space: dict | None = None) -> "sweep.
     """A checked setup over a stand-in shard folder (enough for the checks before training; nothing trains here)."""
     shards = tmp_path / "shards"
     shards.mkdir(exist_ok=True)
-    (shards / "label_map.json").write_text(json.dumps({"labels": []}))
+    if not (shards / "label_map.json").exists():
+        LabelMap.from_ids(["1", "2"]).to_json(shards / "label_map.json")
+        (shards / "shard_info.json").write_text(json.dumps({"num_labels": 2, "splits": {}}))
     config, space_file = write_inputs(tmp_path / "in", shards, space)
     args = sweep_args(config, space_file, tmp_path / "out", str(tmp_path / "study.journal"), 1, *extra)
     return sweep.prepare(sweep.options_from_args(sweep.build_parser().parse_args(args)))
@@ -242,7 +248,7 @@ def test_a_trial_started_past_the_target_by_a_racing_process_is_given_back(tmp_p
 # ---- studies on the synthetic set ----------------------------------------------------------------------------------
 def test_study_prunes_continues_to_the_total_and_its_best_config_trains(shards, tmp_path):
     from fashion_tf.config import load_config
-    from fashion_tf.threshold_search import main as threshold_main
+    from fashion_tf.threshold_search.__main__ import main as threshold_main
     from fashion_tf.train import main as train_main
 
     config, space = write_inputs(tmp_path / "in", shards)
@@ -262,13 +268,13 @@ def test_study_prunes_continues_to_the_total_and_its_best_config_trains(shards, 
     assert pruned, states
     for trial in pruned:  # stopped after its first epoch, the weak learning rate, resumable from its checkpoint
         assert trial.params["train.learning_rate"] == BAD_LR
-        run = Path(trial.user_attrs["run_dir"])
-        with open(run / "history.csv", newline="") as handle:
+        run = RunFolder(trial.user_attrs["run_dir"])
+        with open(run.history, newline="") as handle:
             assert len(list(csv.DictReader(handle))) == trial.user_attrs["epochs_run"] == 1  # of 2
-        assert (run / "checkpoints" / "last.json").is_file() and not (run / "model.keras").exists()
+        assert run.last_checkpoint.is_file() and not run.model.exists()
     assert_one_folder_per_trial(trials, out)
     for trial in trials:  # each run folder's config is the trial's: re-runnable with fashion_tf.train --config
-        cfg = load_config(Path(trial.user_attrs["run_dir"]) / "config.json")
+        cfg = load_config(RunFolder(trial.user_attrs["run_dir"]).config)
         assert cfg.output_dir == trial.user_attrs["run_dir"]
         assert cfg.train.learning_rate == trial.params["train.learning_rate"]
         assert cfg.data.augment == json.loads(trial.params["data.augment"])
@@ -285,8 +291,10 @@ def test_study_prunes_continues_to_the_total_and_its_best_config_trains(shards, 
 
     best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     # its score is what `threshold_search --cv 5 --mode auto` reports for that run: the best held-out setting
-    assert threshold_main(["--run-dir", best.user_attrs["run_dir"], "--cv", "5", "--mode", "auto", "--no-plots"]) == 0
-    headline = json.loads((Path(best.user_attrs["run_dir"]) / "threshold_report.json").read_text())["headline"]
+    best_run = RunFolder(best.user_attrs["run_dir"])
+    assert best_run.thresholds.is_file()  # the sweep ran the threshold search in the trial's folder
+    assert threshold_main(["--run-dir", str(best_run.root), "--cv", "5", "--mode", "auto", "--no-plots"]) == 0
+    headline = json.loads(best_run.threshold_report_json.read_text())["headline"]
     assert best.value == pytest.approx(max(setting["micro"]["mean"] for setting in headline.values()))
 
     best_cfg = load_config(out / "best_config.json")
@@ -294,7 +302,7 @@ def test_study_prunes_continues_to_the_total_and_its_best_config_trains(shards, 
     assert best_cfg.loss.label_smoothing == best.params["loss.label_smoothing"]
     assert best_cfg.output_dir == str(out / "best")
     assert train_main(["--config", str(out / "best_config.json")]) == 0  # as is, as a user would
-    summary = json.loads((out / "best" / "summary.json").read_text())
+    summary = json.loads(RunFolder(out / "best").summary.read_text())
     assert summary["epochs_run"] == 2 and summary["val_examples_predicted"] > 0
 
     # --trials is the study's total: the same command again runs nothing, a larger N runs only the difference
@@ -311,7 +319,7 @@ def test_kill_9_mid_trial_then_rerun_fails_it_and_retries_its_parameters(shards,
     args = sweep_args(config, space, out, storage, 3, "--pruner", "none", "--heartbeat", "1", "--grace", "3")
     first = start_sweep(args, tmp_path / "first.log")
     try:  # kill it when trial 1 has a checkpoint of its first epoch: mid-way through the trial
-        wait_for(lambda: (out / "trials" / "trial-0001" / "checkpoints" / "last.json").is_file() or first.poll(),
+        wait_for(lambda: RunFolder(out / "trials" / "trial-0001").last_checkpoint.is_file() or first.poll(),
                  "trial 1's first epoch")
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         os.killpg(first.pid, signal.SIGKILL)
@@ -330,7 +338,7 @@ def test_kill_9_mid_trial_then_rerun_fails_it_and_retries_its_parameters(shards,
     assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
     assert retries[0].params == killed.params and retries[0].number > 1
     assert_one_folder_per_trial(trials, out)
-    assert (out / "trials" / "trial-0001" / "checkpoints" / "last.json").is_file()  # the dead run is left as it was
+    assert RunFolder(out / "trials" / "trial-0001").last_checkpoint.is_file()  # the dead run is left as it was
     with open(out / "leaderboard.csv", newline="") as handle:
         notes = {int(r["trial"]): r["note"] for r in csv.DictReader(handle)}
     assert "no heartbeat" in notes[1] and "retry of trial 1" in notes[retries[0].number]
@@ -348,9 +356,9 @@ def test_two_processes_share_a_journal_study_and_one_takes_over_the_others_dead_
             if not storage_file.is_file():
                 return None
             for trial in load_trials(journal(storage_file)):
-                run = Path(trial.user_attrs.get("run_dir", "-"))
+                run = RunFolder(trial.user_attrs.get("run_dir", "-"))
                 if trial.user_attrs.get("pid") == first.pid and trial.state.name == "RUNNING" \
-                        and (run / "checkpoints" / "last.json").is_file():
+                        and run.last_checkpoint.is_file():
                     return trial
             return None
 
