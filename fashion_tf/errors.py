@@ -13,6 +13,11 @@ class UserError(Exception):
 EXIT_USER_ERROR = 2
 
 
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (its type's name where it has none)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a command's main(); turn UserError into one line on stderr and exit code 2."""
     try:

@@ -27,6 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 optuna = pytest.importorskip("optuna", reason="the sweep extra is not installed (pip install -e '.[sweep]')")
 
 from fashion_tf import sweep  # noqa: E402  (after the importorskip)
+from fashion_tf.sweep.__main__ import build_parser, options_from_args  # noqa: E402
+from fashion_tf.sweep.options import Setup, prepare  # noqa: E402
+from fashion_tf.sweep.space import base_values, load_space  # noqa: E402
+from fashion_tf.sweep.stages import load_base_config, trial_config  # noqa: E402
+from fashion_tf.sweep.study import SURPLUS_ATTR, open_study, state_counts  # noqa: E402
+from fashion_tf.sweep.trial import TrialRunner  # noqa: E402
 
 SUBPROCESS_TIMEOUT = 480  # generous: TF start-up alone takes minutes on 2 cores shared with other jobs
 GOOD_LR, BAD_LR = 0.02, 1e-6  # after one epoch the bad rate's validation PR-AUC stays at the untrained model's
@@ -138,9 +144,9 @@ BAD_SPACES = [
 @pytest.mark.parametrize("space, key, words", BAD_SPACES, ids=[f"{i}-{s[1]}" for i, s in enumerate(BAD_SPACES)])
 def test_bad_space_is_one_error_naming_file_and_key(tmp_path, space, key, words):
     config, space_file = write_inputs(tmp_path, None, space)
-    base = sweep.load_base_config(str(config), ())
+    base = load_base_config(str(config), ())
     with pytest.raises(UserError) as caught:
-        sweep.load_space(space_file, base)
+        load_space(space_file, base)
     message = str(caught.value)
     assert str(space_file) in message and f"[{key}]" in message and "\n" not in message, message
     assert words in message, message
@@ -154,19 +160,19 @@ def test_space_values_are_typed_and_checked_like_the_config(tmp_path):
         "model.pooling": {"choice": ["avg", "max"]},
         "data.augment": {"choice": [[], ["crop", "flip"]]},
     })
-    base = sweep.load_base_config(str(config), ())
-    dims = {d.key: d for d in sweep.load_space(space_file, base)}
+    base = load_base_config(str(config), ())
+    dims = {d.key: d for d in load_space(space_file, base)}
     assert dims["loss.label_smoothing"].options == (0.0, 0.1)
     assert isinstance(dims["loss.label_smoothing"].options[0], float)
     assert (dims["model.width"].low, dims["model.width"].high, dims["model.width"].step) == (8, 32, 8)
     assert dims["model.pooling"].options == ("avg", "max")
 
     # the base config is the baseline trial when the space holds every one of its values
-    params, _ = sweep.base_values(list(dims.values()), sweep.trial_config(base, {}, tmp_path / "run", "test"))
+    params, _ = base_values(list(dims.values()), trial_config(base, {}, tmp_path / "run", "test"))
     assert params == {"loss.label_smoothing": 0.0, "model.width": 8, "train.learning_rate": GOOD_LR,
                       "model.pooling": "avg", "data.augment": "[]"}
-    off_step = sweep.trial_config(base, {"model.width": 12}, tmp_path / "run", "test")
-    params, why_not = sweep.base_values(list(dims.values()), off_step)
+    off_step = trial_config(base, {"model.width": 12}, tmp_path / "run", "test")
+    params, why_not = base_values(list(dims.values()), off_step)
     assert params is None and "model.width" in why_not
 
 
@@ -174,9 +180,9 @@ def test_space_values_are_typed_and_checked_like_the_config(tmp_path):
                                            ("configs/demo.json", "configs/sweeps/demo.json")])
 def test_shipped_space_files_hold_their_configs(config, space):
     """The shipped spaces load, and hold every value of the config they are for: its baseline trial is the recipe."""
-    base = sweep.load_base_config(str(REPO / config), ())
-    dimensions = sweep.load_space(REPO / space, base)
-    params, why_not = sweep.base_values(dimensions, sweep.trial_config(base, {}, "runs/x", config))
+    base = load_base_config(str(REPO / config), ())
+    dimensions = load_space(REPO / space, base)
+    params, why_not = base_values(dimensions, trial_config(base, {}, "runs/x", config))
     assert params is not None, why_not
 
 
@@ -197,7 +203,7 @@ def test_cli_rejects_a_bad_space_before_writing_anything(tmp_path):
     assert not out.exists() and not (tmp_path / "db").exists()
 
 
-def setup_for(tmp_path: Path, *extra: str, space: dict | None = None) -> "sweep.Setup":
+def setup_for(tmp_path: Path, *extra: str, space: dict | None = None) -> "Setup":
     """A checked setup over a stand-in shard folder (enough for the checks before training; nothing trains here)."""
     shards = tmp_path / "shards"
     shards.mkdir(exist_ok=True)
@@ -206,20 +212,20 @@ def setup_for(tmp_path: Path, *extra: str, space: dict | None = None) -> "sweep.
         (shards / "shard_info.json").write_text(json.dumps({"num_labels": 2, "splits": {}}))
     config, space_file = write_inputs(tmp_path / "in", shards, space)
     args = sweep_args(config, space_file, tmp_path / "out", str(tmp_path / "study.journal"), 1, *extra)
-    return sweep.prepare(sweep.options_from_args(sweep.build_parser().parse_args(args)))
+    return prepare(options_from_args(build_parser().parse_args(args)))
 
 
 def test_a_rerun_with_another_space_metric_or_config_is_refused(tmp_path):
-    study = sweep.open_study(setup_for(tmp_path))
+    study = open_study(setup_for(tmp_path))
     assert [t.state.name for t in study.trials] == ["WAITING"]  # the baseline, queued by the study's creator
-    sweep.open_study(setup_for(tmp_path))  # the same command again: accepted
+    open_study(setup_for(tmp_path))  # the same command again: accepted
 
     for extra, space, words in ((("--metric", "mAP"), None, "metric"),
                                 (("--prune-on", "val_loss"), None, "prune on"),
                                 ((), {"loss.label_smoothing": {"uniform": [0, 0.2]}}, "space"),
                                 (("--override", "train.epochs=3"), None, "train.epochs")):
         with pytest.raises(UserError, match=words):
-            sweep.open_study(setup_for(tmp_path, *extra, space=space))
+            open_study(setup_for(tmp_path, *extra, space=space))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "sweep.json").write_text(json.dumps({"study": "other"}))
     with pytest.raises(UserError, match="holds study 'other'"):
@@ -230,19 +236,19 @@ def test_a_trial_started_past_the_target_by_a_racing_process_is_given_back(tmp_p
     """Two processes can both see N-1 finished trials and ask for one more; the later trial number stands down,
     and a queued trial (a retry, here) goes back to the queue."""
     setup = setup_for(tmp_path, "--no-baseline")
-    study = sweep.open_study(setup)
+    study = open_study(setup)
     study.ask({"loss.label_smoothing": optuna.distributions.FloatDistribution(0, 0.1)})  # the racing process's
     study.enqueue_trial({"loss.label_smoothing": 0.05}, user_attrs={"retry_of": 7})
-    runner = sweep.TrialRunner(setup, study)
+    runner = TrialRunner(setup, study)
     study.optimize(runner, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial])
 
     trials = study.get_trials(deepcopy=False)
     stood_down = trials[1]
-    assert stood_down.state.name == "FAIL" and stood_down.user_attrs[sweep.SURPLUS_ATTR]
+    assert stood_down.state.name == "FAIL" and stood_down.user_attrs[SURPLUS_ATTR]
     assert not (setup.out / "trials").exists()  # it never started a run
     assert trials[2].state.name == "WAITING" and trials[2].system_attrs["fixed_params"] == {"loss.label_smoothing": 0.05}
     assert trials[2].user_attrs == {"retry_of": 7}
-    assert sweep.state_counts(study) == {"RUNNING": 1, "WAITING": 1} and runner.ran == []
+    assert state_counts(study) == {"RUNNING": 1, "WAITING": 1} and runner.ran == []
 
 
 # ---- studies on the synthetic set ----------------------------------------------------------------------------------
@@ -253,7 +259,7 @@ def test_study_prunes_continues_to_the_total_and_its_best_config_trains(shards, 
 
     config, space = write_inputs(tmp_path / "in", shards)
     out = tmp_path / "out"
-    options = sweep.options_from_args(sweep.build_parser().parse_args(sweep_args(
+    options = options_from_args(build_parser().parse_args(sweep_args(
         config, space, out, str(out / "optuna.journal"), 4,
         "--seed", "3", "--prune-startup-trials", "1", "--prune-warmup-epochs", "0")))
     assert sweep.run(options) == 0
