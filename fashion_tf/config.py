@@ -16,7 +16,7 @@ from typing import Any, Iterable, Optional, Union
 
 from fashion_tf.backbones import BACKBONES
 from fashion_tf.errors import UserError
-from fashion_tf.fileio import write_json_atomic
+from fashion_tf.fileio import read_json, write_json_atomic
 
 
 @dataclass
@@ -378,12 +378,7 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Confi
     source = "<defaults>"
     if path is not None:
         source = str(path)
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"{path}: config file not found") from None
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+        data = read_json(path, "config file")
     overrides = list(overrides)
     if overrides:
         data = apply_overrides(data, overrides)

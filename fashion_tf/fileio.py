@@ -121,3 +121,24 @@ def check_folder_writable(folder: Path, what: str) -> None:
         raise UserError(f"{folder}: cannot be the {what}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{folder}: cannot write the {what} here: {existing} is not writable")
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """The parsed JSON file; a missing file ("{path}: {what} not found") or bad JSON is one UserError naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not valid JSON (not UTF-8: {err.reason} at byte {err.start})") from None
+
+
+@contextlib.contextmanager
+def fields_of(path: str | os.PathLike, kind: str) -> Iterator[None]:
+    """Inside: reading fields of a parsed `kind` file; a missing key or a value of the wrong type is one UserError."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{path}: not a {kind} ({type(err).__name__}: {err})") from None

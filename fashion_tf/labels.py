@@ -7,7 +7,6 @@ Every other stage goes through one LabelMap so the mapping is defined once.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -15,7 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from fashion_tf.errors import UserError
-from fashion_tf.fileio import write_json_atomic
+from fashion_tf.fileio import fields_of, read_json, write_json_atomic
 
 LABEL_MAP_COLUMNS = ("labelId", "taskId", "labelName", "taskName")
 DEFAULT_GROUP = "all"
@@ -35,6 +34,14 @@ def normalise_label_id(label_id: object) -> str:
 
 def _id_sort_key(label_id: str) -> tuple:
     return (0, int(label_id), "") if label_id.isdigit() else (1, 0, label_id)
+
+
+def indexed_entries(entries: list, path: str | Path) -> list:
+    """A file's entries sorted by their "index", which must run 0..n-1 without gaps (label maps, thresholds)."""
+    entries = sorted(entries, key=lambda e: int(e["index"]))
+    if [int(e["index"]) for e in entries] != list(range(len(entries))):
+        raise UserError(f"{path}: label indices must be 0..{len(entries) - 1} without gaps")
+    return entries
 
 
 @dataclass(frozen=True)
@@ -91,22 +98,14 @@ class LabelMap:
     def from_json(cls, path: str | Path) -> "LabelMap":
         """Read our label_map.json: {"labels": [{"index", "id", "name", "group"}, ...]}."""
         path = Path(path)
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            entries = sorted(data["labels"], key=lambda e: int(e["index"]))
-            if [int(e["index"]) for e in entries] != list(range(len(entries))):
-                raise UserError(f"{path}: label indices must be 0..{len(entries) - 1} without gaps")
+        data = read_json(path, "label map file")
+        with fields_of(path, "label_map.json"):
+            entries = indexed_entries(data["labels"], path)
             return cls(
                 tuple(normalise_label_id(e["id"]) for e in entries),
                 tuple(str(e.get("name", e["id"])) for e in entries),
                 tuple(str(e.get("group", DEFAULT_GROUP)) for e in entries),
             )
-        except FileNotFoundError:
-            raise UserError(f"{path}: label map file not found") from None
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}: not valid JSON ({err})") from None
-        except (KeyError, TypeError, ValueError) as err:
-            raise UserError(f"{path}: not a label_map.json ({type(err).__name__}: {err})") from None
 
     @classmethod
     def from_ids(cls, label_ids: Iterable[object], group: str = DEFAULT_GROUP) -> "LabelMap":

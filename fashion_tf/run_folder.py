@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fashion_tf.errors import UserError
-from fashion_tf.fileio import atomic_path, check_folder_writable
+from fashion_tf.fileio import atomic_path, check_folder_writable, fields_of, read_json
 
 if TYPE_CHECKING:
     from fashion_tf.config import Config
@@ -219,21 +219,12 @@ def read_thresholds(path: str | os.PathLike) -> np.ndarray:
 
     float64 as stored: rounding a hand-written 0.3 to float32 could flip a score lying between the two.
     """
-    import json
+    from fashion_tf.labels import indexed_entries
 
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        entries = sorted(data["labels"], key=lambda e: int(e["index"]))
-        if [int(e["index"]) for e in entries] != list(range(len(entries))):
-            raise UserError(f"{path}: label indices must be 0..{len(entries) - 1} without gaps")
-        values = np.array([float(e["threshold"]) for e in entries], np.float64)
-    except FileNotFoundError:
-        raise UserError(f"{path}: thresholds file not found") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
-    except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{path}: not a thresholds.json ({type(err).__name__}: {err})") from None
+    data = read_json(path, "thresholds file")
+    with fields_of(path, "thresholds.json"):
+        values = np.array([float(e["threshold"]) for e in indexed_entries(data["labels"], path)], np.float64)
     if not np.all(np.isfinite(values)):
         raise UserError(f"{path}: thresholds must be finite numbers")
     return values

@@ -61,7 +61,7 @@ class ShardFolder:
 
     def job_path(self, shard_name: str) -> Path:
         """What a distributed writer reads of the plan for one shard: its images' ids, paths and labels."""
-        return self.state_dir / "jobs" / f"{shard_name}.json"
+        return self.state_dir / "jobs" / f"{shard_name}.npz"
 
     def temp_shards(self) -> list[Path]:
         """Shards a killed writer left under their temporary names (fileio's `.<name>.<random>.tmp`)."""

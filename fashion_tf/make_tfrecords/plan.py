@@ -13,7 +13,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from fashion_tf.errors import UserError
-from fashion_tf.fileio import folder_lock, write_json_atomic
+from fashion_tf.fileio import atomic_open, folder_lock, write_json_atomic
 from fashion_tf.image_guard import DEFAULT_MAX_PIXELS
 from fashion_tf.labels import LabelMap
 from fashion_tf.make_tfrecords.catalog import Catalog
@@ -204,16 +204,20 @@ def complete_receipts(folder: ShardFolder, jobs: Sequence[ShardJob]) -> dict[str
 
 
 def write_job(folder: ShardFolder, job: ShardJob) -> None:
-    """The job as a file a worker anywhere can read (a distributed engine ships names, not millions of rows)."""
-    rows = [[image_id, path, labels.tolist()] for image_id, path, labels in zip(job.image_ids, job.paths, job.labels)]
-    write_json_atomic(folder.job_path(job.name), {"name": job.name, "split": job.split, "rows": rows}, indent=None)
+    """The job as a file a worker anywhere can read (a distributed engine ships names, not millions of rows):
+    arrays in an .npz, no Python object per label."""
+    counts = np.fromiter((len(labels) for labels in job.labels), np.int64, len(job.labels))
+    flat = np.concatenate(job.labels).astype(np.int32) if job.labels else np.zeros(0, np.int32)
+    with atomic_open(folder.job_path(job.name), "wb") as handle:
+        np.savez(handle, name=np.array(job.name), split=np.array(job.split), image_ids=np.array(job.image_ids, str),
+                 paths=np.array(job.paths, str), label_counts=counts, labels=flat)
 
 
 def read_job(folder: ShardFolder, name: str) -> ShardJob:
-    data = json.loads(folder.job_path(name).read_text(encoding="utf-8"))
-    ids, paths, labels = zip(*data["rows"]) if data["rows"] else ((), (), ())
-    return ShardJob(data["name"], data["split"], tuple(ids), tuple(paths),
-                    tuple(np.asarray(row, dtype=np.int32) for row in labels))
+    with np.load(folder.job_path(name), allow_pickle=False) as data:
+        labels = np.split(data["labels"], np.cumsum(data["label_counts"])[:-1]) if len(data["label_counts"]) else []
+        return ShardJob(str(data["name"]), str(data["split"]), tuple(data["image_ids"].tolist()),
+                        tuple(data["paths"].tolist()), tuple(labels))
 
 
 def remove_temp_shards(folder: ShardFolder) -> None:

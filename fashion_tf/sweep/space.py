@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence
 
 from fashion_tf.config import Config
 from fashion_tf.errors import UserError
+from fashion_tf.fileio import read_json
 from fashion_tf.sweep.stages import config_from, with_values
 
 
@@ -72,12 +73,7 @@ class Dimension:
 def load_space(path: str | Path, base: dict) -> list[Dimension]:
     """Read and check a space file against the resolved base config dict; raises UserError naming file and key."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: space file not found") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    raw = read_json(path, "space file")
     if not isinstance(raw, dict) or not raw:
         raise UserError(f"{path}: expected a non-empty object of config key -> distribution, "
                         'e.g. {"train.learning_rate": {"log_uniform": [1e-4, 1e-2]}}')
