@@ -57,20 +57,25 @@ def download_input(work: Path, base_url: str, count: int) -> Path:
     return path
 
 
+# Runs the command and writes [exit code, CPU s, peak RSS KB] of its process tree. A small launcher, because Linux
+# carries a forking parent's RSS over into the child's ru_maxrss, and this benchmark's own process is large.
+LAUNCHER = ("import json, resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
+            "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+            "open(sys.argv[1], 'w').write(json.dumps([rc, u.ru_utime + u.ru_stime, u.ru_maxrss])); sys.exit(rc)")
+
+
 def timed(command: list[str], log: Path) -> dict:
-    """Wall seconds, CPU seconds of the command and its children, and the peak RSS of the largest of them (this
-    command's own: os.wait4, not RUSAGE_CHILDREN, whose maximum spans every command run before)."""
+    """Wall seconds, CPU seconds of the command and its children, and the peak RSS of the largest of them."""
+    usage = log.with_suffix(".usage.json")
     started = time.perf_counter()
     with open(log, "w") as handle:
-        process = subprocess.Popen(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
+        subprocess.run([sys.executable, "-c", LAUNCHER, str(usage), *command], cwd=REPO, stdout=handle,
+                       stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     wall = time.perf_counter() - started
-    if process.returncode != 0:
+    returncode, cpu, peak_kb = json.loads(usage.read_text())
+    if returncode != 0:
         raise SystemExit(f"failed ({' '.join(command)}); see {log}:\n{log.read_text()[-2000:]}")
-    cpu = usage.ru_utime + usage.ru_stime
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
 def bench_download(work: Path, outputs: Path, count: int, repeat: int) -> dict:
