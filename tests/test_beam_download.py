@@ -18,12 +18,11 @@ beam = pytest.importorskip("apache_beam")
 from conftest import REPO  # noqa: E402
 from fashion_tf.beam.download import download as beam_download  # noqa: E402
 from fashion_tf.beam.work import WorkFolder, plan_work, read_work_list  # noqa: E402
-from fashion_tf.download import Options, download, fetch_records  # noqa: E402
+from fashion_tf.download import download, fetch_records  # noqa: E402
 from fashion_tf.errors import UserError  # noqa: E402
 from fashion_tf.manifest import read_manifest  # noqa: E402
 from fashion_tf.sources import LabelsInRecords  # noqa: E402
-from fashion_tf.testserver import Fault, serve_folder  # noqa: E402
-from test_download import FAST, jpeg_bytes, site, write_input  # noqa: E402,F401  (site: the fault server fixture)
+from test_download import FAST, site, slow_site, write_input  # noqa: E402,F401  (site: the fault server fixture)
 
 TOOL = REPO / "tools" / "download_images.py"
 IN_PROCESS = ["--runner=DirectRunner"]
@@ -86,13 +85,8 @@ def test_a_half_done_work_shard_is_finished_from_its_manifest_part(site, tmp_pat
 
 
 def test_a_killed_pipeline_rerun_completes_with_nothing_lost_or_duplicated(tmp_path):
-    root = tmp_path / "site"
-    root.mkdir()
     count = 48
-    for i in range(count):
-        (root / f"{i}.jpg").write_bytes(jpeg_bytes(size=(40, 30), color=(i * 5, 90, 200 - i * 3)))
-    with serve_folder(root, {f"/{i}.jpg": Fault(delay=0.25) for i in range(count)}) as server:
-        source = write_input(tmp_path / "train.json", server, [(str(i), f"{i}.jpg") for i in range(count)])
+    with slow_site(tmp_path, count, (40, 30), delay=0.25) as (server, source):
         out = tmp_path / "out"
         argv = [sys.executable, str(TOOL), "--input", str(source), "--output-dir", str(out), "--workers", "2",
                 "--no-progress", "--engine", "beam", "--work-shard-size", "8", "--", *TWO_WORKER_PROCESSES]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -338,6 +339,17 @@ def test_furniture_json_and_csv_inputs(site, tmp_path):
     assert (rows["x2"]["status"], rows["x2"]["error"], rows["x2"]["labels"]) == ("failed", "html", [])
 
 
+@contextlib.contextmanager
+def slow_site(tmp_path: Path, count: int, size: tuple[int, int], delay: float):
+    """`count` distinct JPEGs served with `delay` seconds each (time to kill a run mid-way), and their input JSON."""
+    root = tmp_path / "site"
+    root.mkdir()
+    for i in range(count):
+        (root / f"{i}.jpg").write_bytes(jpeg_bytes(size=size, color=(i * 4 % 256, 90, 200 - i * 3)))
+    with serve_folder(root, {f"/{i}.jpg": Fault(delay=delay) for i in range(count)}) as server:
+        yield server, write_input(tmp_path / "train.json", server, [(str(i), f"{i}.jpg") for i in range(count)])
+
+
 def run_tool(*args, timeout=60, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(TOOL), *map(str, args)], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, **kwargs)
@@ -345,13 +357,8 @@ def run_tool(*args, timeout=60, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("processes", [1, 2])
 def test_resume_after_sigkill_mid_run(tmp_path, processes):
-    root = tmp_path / "site"
-    root.mkdir()
     count = 60
-    for i in range(count):
-        (root / f"{i}.jpg").write_bytes(jpeg_bytes(size=(64, 48), color=(i * 4, 90, 200 - i * 3)))
-    with serve_folder(root, {f"/{i}.jpg": Fault(delay=0.15) for i in range(count)}) as server:
-        source = write_input(tmp_path / "train.json", server, [(str(i), f"{i}.jpg") for i in range(count)])
+    with slow_site(tmp_path, count, (64, 48), delay=0.15) as (server, source):
         out = tmp_path / "out"
         args = [TOOL, "--input", source, "--output-dir", out, "--workers", "4", "--no-progress", "--max-size", "32",
                 "--processes", processes]
