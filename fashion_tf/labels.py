@@ -36,6 +36,9 @@ def _id_sort_key(label_id: str) -> tuple:
     return (0, int(label_id), "") if label_id.isdigit() else (1, 0, label_id)
 
 
+LABEL_MAP_FILE = "label_map.json"  # its name in a shard folder and in a run folder
+
+
 def indexed_entries(entries: list, path: str | Path) -> list:
     """A file's entries sorted by their "index", which must run 0..n-1 without gaps (label maps, thresholds)."""
     entries = sorted(entries, key=lambda e: int(e["index"]))
@@ -99,7 +102,7 @@ class LabelMap:
         """Read our label_map.json: {"labels": [{"index", "id", "name", "group"}, ...]}."""
         path = Path(path)
         data = read_json(path, "label map file")
-        with fields_of(path, "label_map.json"):
+        with fields_of(path, LABEL_MAP_FILE):
             entries = indexed_entries(data["labels"], path)
             return cls(
                 tuple(normalise_label_id(e["id"]) for e in entries),

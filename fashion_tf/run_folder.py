@@ -32,10 +32,10 @@ import numpy as np
 
 from fashion_tf.errors import UserError
 from fashion_tf.fileio import atomic_path, check_folder_writable, fields_of, read_json
+from fashion_tf.labels import LABEL_MAP_FILE, LabelMap, indexed_entries
 
 if TYPE_CHECKING:
     from fashion_tf.config import Config
-    from fashion_tf.labels import LabelMap
 
 PREVIOUS_RUN = ".previous-run"
 DEFAULT_THRESHOLD = 0.5
@@ -50,7 +50,7 @@ class RunFolder:
 
     # ---- names -------------------------------------------------------------------------
     config = property(lambda self: self.root / "config.json")
-    label_map = property(lambda self: self.root / "label_map.json")
+    label_map = property(lambda self: self.root / LABEL_MAP_FILE)
     model = property(lambda self: self.root / "model.keras")
     saved_model = property(lambda self: self.root / "saved_model")
     history = property(lambda self: self.root / "history.csv")
@@ -176,7 +176,6 @@ class Run:
 def load_run(run_dir: str | os.PathLike, thresholds_path: str | os.PathLike | None = None) -> Run:
     """Check and read a trained run folder (config, label map, thresholds); no TensorFlow needed."""
     from fashion_tf.config import load_config
-    from fashion_tf.labels import LabelMap
 
     folder = RunFolder(run_dir)
     if not folder.root.is_dir():
@@ -219,8 +218,6 @@ def read_thresholds(path: str | os.PathLike) -> np.ndarray:
 
     float64 as stored: rounding a hand-written 0.3 to float32 could flip a score lying between the two.
     """
-    from fashion_tf.labels import indexed_entries
-
     path = Path(path)
     data = read_json(path, "thresholds file")
     with fields_of(path, "thresholds.json"):

@@ -27,6 +27,7 @@ import numpy as np
 
 from fashion_tf.errors import UserError
 from fashion_tf.fileio import FolderBusy, folder_lock
+from fashion_tf.labels import LABEL_MAP_FILE
 
 SPLITS = ("train", "validation", "test")
 TFDS_FILES = ("dataset_info.json", "features.json")  # TFDS metadata, in the format of tfds.folder_dataset.write_metadata
@@ -48,7 +49,7 @@ class ShardFolder:
         object.__setattr__(self, "root", Path(root))
 
     # ---- names -------------------------------------------------------------------------
-    label_map_path = property(lambda self: self.root / "label_map.json")
+    label_map_path = property(lambda self: self.root / LABEL_MAP_FILE)
     info_path = property(lambda self: self.root / "shard_info.json")
     state_dir = property(lambda self: self.root / STATE_DIR)
     plan_path = property(lambda self: self.state_dir / "plan.json")
